@@ -1,0 +1,3 @@
+//! A bulkhead: bounded concurrency, a bounded wait queue, and a bounded wait.
+
+pub mod error;

@@ -1,0 +1,167 @@
+//! The breaker's response future.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::classify::{ClassifyResponse, Outcome};
+use super::error::CircuitOpen;
+use super::shared::Shared;
+use super::state::Ticket;
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`CircuitBreaker`](super::CircuitBreaker).
+    ///
+    /// Resolves to the inner result (errors boxed), or to a
+    /// [`CircuitOpen`](super::error::CircuitOpen) error when a fail-fast breaker rejected the
+    /// call. Records the classified outcome when the inner future completes; if it is dropped
+    /// first, records nothing and gives back any probe permit it held. A panic in the inner
+    /// future or the classifier counts as a failure.
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F>,
+        guard: Option<CallGuard>,
+        classifier: C,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Called { #[pin] future: F },
+        Rejected { error: Option<CircuitOpen> },
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn called(future: F, guard: CallGuard, classifier: C) -> Self {
+        ResponseFuture {
+            kind: Kind::Called { future },
+            guard: Some(guard),
+            classifier,
+        }
+    }
+
+    pub(crate) fn rejected(error: CircuitOpen, classifier: C) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { error: Some(error) },
+            guard: None,
+            classifier,
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: ClassifyResponse<T, E>,
+{
+    type Output = Result<C::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Rejected { error } => {
+                let error = error.take().expect("polled after completion");
+                Poll::Ready(Err(error.into()))
+            }
+            KindProj::Called { future } => {
+                // The guard sits on this stack frame while user code (the inner future, then the
+                // classifier) runs, so that a panic drops it during unwinding and records a failure.
+                let guard = this.guard.take();
+                let result = match future.poll(cx) {
+                    Poll::Pending => {
+                        *this.guard = guard;
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(result) => result,
+                };
+                let recorder = Recorder {
+                    guard: guard.expect("polled after completion"),
+                };
+                Poll::Ready(
+                    this.classifier
+                        .classify_response(result, recorder)
+                        .map_err(Into::into),
+                )
+            }
+        }
+    }
+}
+
+impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("guard", &self.guard)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Records the outcome of one admitted call, once.
+///
+/// Handed to [`ClassifyResponse::classify_response`]; a classifier that defers its verdict moves
+/// it into the response (an HTTP body wrapper, say) and calls [`record`](Recorder::record) when
+/// the verdict is known. Dropped without recording, it is neutral: nothing is counted and a
+/// half-open probe permit is given back. Dropped while the thread panics, it records a failure.
+#[derive(Debug)]
+pub struct Recorder {
+    guard: CallGuard,
+}
+
+impl Recorder {
+    /// Records `outcome` for the call.
+    pub fn record(self, outcome: Outcome) {
+        self.guard.finish(outcome);
+    }
+}
+
+/// One admitted call's claim on the breaker. Consumed by [`finish`](CallGuard::finish); dropped
+/// unfinished it is neutral (decision 7) — unless the thread is panicking, when the call counts
+/// as a failure.
+#[derive(Debug)]
+pub(crate) struct CallGuard {
+    shared: Arc<Shared>,
+    ticket: Option<Ticket>,
+    started: Option<Instant>,
+}
+
+impl CallGuard {
+    pub(crate) fn new(shared: Arc<Shared>, ticket: Ticket) -> Self {
+        if matches!(ticket, Ticket::Probe { .. }) {
+            shared.probe_started(&ticket);
+        }
+        let started = shared.needs_clock().then(Instant::now);
+        CallGuard {
+            shared,
+            ticket: Some(ticket),
+            started,
+        }
+    }
+
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        if let Some(ticket) = self.ticket.take() {
+            let elapsed = self.started.map(|t| t.elapsed());
+            self.shared.record(ticket, outcome, elapsed);
+        }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            let elapsed = self.started.map(|t| t.elapsed());
+            self.shared.record(ticket, Outcome::Failure, elapsed);
+        } else {
+            self.shared.release(ticket);
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The [`CircuitBreaker`] service.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use super::classify::{ClassifyResponse, DefaultClassifier};
+use super::error::CircuitOpen;
+use super::future::{CallGuard, ResponseFuture};
+use super::handle::Handle;
+use super::shared::{Admission, Shared};
+use super::state::Ticket;
+use crate::BoxError;
+
+/// A circuit breaker around the service `S`, classifying results with `C`.
+///
+/// Made by [`CircuitBreakerLayer`](super::CircuitBreakerLayer); every clone shares the layer's
+/// circuit but holds its own reservation (a clone never uses another clone's readiness).
+///
+/// # `poll_ready`
+///
+/// The circuit is checked *before* the inner service (an open circuit never waits on inner
+/// readiness). Then:
+///
+/// - **Closed** or **Disabled**: the call is admitted (one atomic load); returns what the inner
+///   `poll_ready` returns.
+/// - **Half-open** with a free probe permit: takes the permit (held by this clone until `call`,
+///   or given back if the clone is dropped or the inner `poll_ready` fails) and returns what the
+///   inner `poll_ready` returns.
+/// - **Open**, **forced open**, or **half-open** with every permit taken:
+///   - default mode: returns `Poll::Pending`. The task's waker is registered with the circuit
+///     and is woken when the circuit may admit again: at the open deadline (by a
+///     `tokio::time::Sleep` this clone arms at the circuit's shared deadline), at the earliest
+///     probe deadline while half-open, when a probe permit is freed, and at once by
+///     `force_closed`, `reset` or `disable`. Only the waker of the most recent `poll_ready`
+///     is kept. Outside a Tokio runtime no timer is armed, and only those manual or permit
+///     events wake the task.
+///   - fail-fast mode: returns `Poll::Ready(Ok(()))` without polling the inner service; the
+///     next `call` returns a [`CircuitOpen`] error.
+/// - `Poll::Ready(Err(_))` only when the inner service's `poll_ready` returned an error
+///   (boxed); any permit taken is given back first. The breaker never fails `poll_ready` on its
+///   own, because `Err` from `poll_ready` is terminal in tower.
+///
+/// Readiness is sticky: after `Ready(Ok(()))`, the next `call` is admitted (or, in fail-fast
+/// mode, rejected) as decided then, even if the circuit has changed since. If `poll_ready` is
+/// called again first, a reservation from an earlier generation is given back and the circuit
+/// is checked again.
+///
+/// # `call`
+///
+/// Panics if `poll_ready` has not returned `Ready(Ok(()))` since the last `call`, like tower's
+/// own middleware.
+pub struct CircuitBreaker<S, C = DefaultClassifier> {
+    inner: S,
+    shared: Arc<Shared>,
+    classifier: C,
+    reservation: Reservation,
+    wait: Wait,
+}
+
+#[derive(Debug)]
+enum Reservation {
+    None,
+    Admitted(Ticket),
+    Rejected(CircuitOpen),
+}
+
+/// A waiting clone's registration: its slot in the circuit's waiter list and its timer.
+#[derive(Default)]
+struct Wait {
+    key: Option<usize>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Wait {
+    /// Polls the timer armed at `deadline`; `Pending` also when no timer can be armed.
+    fn poll_until(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.sleep {
+            Some(sleep) => {
+                if sleep.deadline() != deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+            }
+            None => {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Poll::Pending;
+                }
+                self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline)));
+            }
+        }
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>, classifier: C) -> Self {
+        CircuitBreaker {
+            inner,
+            shared,
+            classifier,
+            reservation: Reservation::None,
+            wait: Wait::default(),
+        }
+    }
+
+    /// A [`Handle`] on this service's circuit.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.shared.clone())
+    }
+
+    /// Whether this clone's next `call` would reach the inner service: it holds an admission,
+    /// or holds nothing and the circuit would admit now. For `Steer` pickers that skip open
+    /// circuits.
+    pub fn is_admitting(&self) -> bool {
+        match &self.reservation {
+            Reservation::Admitted(_) => true,
+            Reservation::Rejected(_) => false,
+            Reservation::None => self.shared.is_admitting(),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    fn give_back(&mut self) {
+        if let Reservation::Admitted(ticket) =
+            std::mem::replace(&mut self.reservation, Reservation::None)
+        {
+            self.shared.release(ticket);
+        }
+    }
+
+    /// Takes an admission (or, fail-fast, a rejection) from the cold path; `Pending` while the
+    /// default mode must wait.
+    fn poll_admission(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let fail_fast = self.shared.config.fail_fast;
+        // Bounded: each round either decides or arms a timer for a deadline that was still in
+        // the future when the circuit was checked.
+        for _ in 0..3 {
+            let waiter = (!fail_fast).then_some((&mut self.wait.key, cx.waker()));
+            match self.shared.admit_slow(waiter) {
+                Admission::Admitted(ticket) => {
+                    self.reservation = Reservation::Admitted(ticket);
+                    return Poll::Ready(());
+                }
+                Admission::Rejected(error) => {
+                    self.reservation = Reservation::Rejected(error);
+                    return Poll::Ready(());
+                }
+                Admission::Wait { wake_at: None } => return Poll::Pending,
+                Admission::Wait {
+                    wake_at: Some(deadline),
+                } => {
+                    if self.wait.poll_until(deadline, cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: ClassifyResponse<S::Response, S::Error> + Clone,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match &self.reservation {
+            Reservation::None => {}
+            Reservation::Admitted(ticket) if self.shared.is_current(ticket) => {}
+            _ => self.give_back(),
+        }
+        if let Reservation::None = self.reservation {
+            match self.shared.admit_fast() {
+                Some(ticket) => self.reservation = Reservation::Admitted(ticket),
+                None => {
+                    if self.poll_admission(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+        if let Reservation::Rejected(_) = self.reservation {
+            return Poll::Ready(Ok(()));
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(error)) => {
+                self.give_back();
+                Poll::Ready(Err(error.into()))
+            }
+        }
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        match std::mem::replace(&mut self.reservation, Reservation::None) {
+            Reservation::Admitted(ticket) => {
+                let guard = CallGuard::new(self.shared.clone(), ticket);
+                ResponseFuture::called(self.inner.call(request), guard, self.classifier.clone())
+            }
+            Reservation::Rejected(error) => {
+                ResponseFuture::rejected(error, self.classifier.clone())
+            }
+            Reservation::None => {
+                panic!("CircuitBreaker::call without a ready poll_ready; call poll_ready first")
+            }
+        }
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        CircuitBreaker::new(
+            self.inner.clone(),
+            self.shared.clone(),
+            self.classifier.clone(),
+        )
+    }
+}
+
+impl<S, C> Drop for CircuitBreaker<S, C> {
+    fn drop(&mut self) {
+        self.give_back();
+        if let Some(key) = self.wait.key.take() {
+            self.shared.remove_waiter(key);
+        }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .field("reservation", &self.reservation)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,495 @@
+//! The state one breaker shares between its layer, services, futures and handles.
+//!
+//! Hot path: admission while closed is one `Acquire` load of the packed [`Word`]; recording a
+//! success is a generation compare plus a striped counter increment (and a CAS only when a
+//! failure streak must be cleared). Everything else — transitions, probe permits, waiters,
+//! listeners — is the cold path under one mutex, taken only when something changes.
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::task::Waker;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::classify::Outcome;
+use super::config::Config;
+use super::error::CircuitOpen;
+use super::state::{Machine, ProbeResult, Reason, Refusal, State, Ticket, Transition, Word};
+use super::window::{Totals, Window};
+use crate::striped::Counters;
+use crate::sync::{lock, AtomicU64, Mutex, MutexGuard, Ordering};
+
+pub(crate) const SUCCESS: usize = 0;
+pub(crate) const FAILED: usize = 1;
+pub(crate) const IGNORED: usize = 2;
+pub(crate) const REJECTED: usize = 3;
+pub(crate) const SLOW: usize = 4;
+pub(crate) const THROTTLED: usize = 5;
+const COUNTERS: usize = 6;
+
+type Listener = std::sync::Arc<dyn Fn(&Transition) + Send + Sync>;
+
+/// What admission decided.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    Admitted(Ticket),
+    /// Default mode: the caller's waker is registered; it should also sleep until `wake_at`.
+    Wait {
+        wake_at: Option<Instant>,
+    },
+    /// Fail-fast mode: reject the call with this error.
+    Rejected(CircuitOpen),
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    word: AtomicU64,
+    window: Option<Window>,
+    counters: Counters<COUNTERS>,
+    /// Nanoseconds from `origin` to the last failure, plus one; 0 = none yet.
+    last_failure: AtomicU64,
+    origin: Instant,
+    needs_clock: bool,
+    cold: Mutex<Cold>,
+    listeners: Mutex<Vec<Listener>>,
+}
+
+struct Cold {
+    machine: Machine,
+    waiters: Waiters,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config) -> Self {
+        let origin = Instant::now();
+        let window = config
+            .uses_window()
+            .then(|| Window::new(config.window, origin));
+        let needs_clock = config.slow_calls.is_some();
+        let machine = Machine::new();
+        Shared {
+            word: AtomicU64::new(machine.word().0),
+            window,
+            counters: Counters::new(),
+            last_failure: AtomicU64::new(0),
+            origin,
+            needs_clock,
+            cold: Mutex::new(Cold {
+                machine,
+                waiters: Waiters::default(),
+            }),
+            listeners: Mutex::new(Vec::new()),
+            config,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &std::sync::Arc<str> {
+        &self.config.name
+    }
+
+    #[inline]
+    pub(crate) fn word(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    /// Whether calls need their start time (for the slow-call rule).
+    #[inline]
+    pub(crate) fn needs_clock(&self) -> bool {
+        self.needs_clock
+    }
+
+    /// The hot path: a ticket without locking while closed or disabled.
+    #[inline]
+    pub(crate) fn admit_fast(&self) -> Option<Ticket> {
+        let word = self.word();
+        match word.state() {
+            State::Closed => Some(Ticket::Closed {
+                generation: word.generation(),
+            }),
+            State::Disabled => Some(Ticket::Unrecorded),
+            _ => None,
+        }
+    }
+
+    /// Whether `ticket` still belongs to the current generation.
+    #[inline]
+    pub(crate) fn is_current(&self, ticket: &Ticket) -> bool {
+        match ticket.generation() {
+            Some(generation) => generation == self.word().generation(),
+            None => self.word().state() == State::Disabled,
+        }
+    }
+
+    /// The cold path. With `waiter`, a refusal registers the waker (under the same lock that
+    /// decided, so no wake-up can be missed) and returns `Wait`; without, it counts a rejection
+    /// and returns `Rejected`.
+    pub(crate) fn admit_slow(&self, waiter: Option<(&mut Option<usize>, &Waker)>) -> Admission {
+        let now = Instant::now();
+        let mut cold = lock(&self.cold);
+        let transition = cold.machine.advance(now, &self.config);
+        let decision = cold.machine.admit(now, &self.config);
+        let admission = match decision {
+            Ok(ticket) => Admission::Admitted(ticket),
+            Err(Refusal {
+                wake_at,
+                retry_after,
+            }) => match waiter {
+                Some((key, waker)) => {
+                    cold.waiters.register(key, waker);
+                    Admission::Wait { wake_at }
+                }
+                None => {
+                    self.counters.incr(REJECTED);
+                    trace_debug!(name = %self.config.name, ?retry_after, "circuit breaker rejected a call");
+                    Admission::Rejected(CircuitOpen::new(self.config.name.clone(), retry_after))
+                }
+            },
+        };
+        self.finish(cold, transition, false);
+        admission
+    }
+
+    /// A probe's call has started (its timeout counts from here).
+    pub(crate) fn probe_started(&self, ticket: &Ticket) {
+        if let Ticket::Probe { generation, id } = *ticket {
+            let now = Instant::now();
+            lock(&self.cold).machine.probe_started(generation, id, now);
+        }
+    }
+
+    /// A ticket is given back unused, or its call was dropped: records nothing, frees a probe
+    /// permit and wakes waiters (decision 7).
+    pub(crate) fn release(&self, ticket: Ticket) {
+        if let Ticket::Probe { generation, id } = ticket {
+            let mut cold = lock(&self.cold);
+            let freed = cold.machine.release_probe(generation, id);
+            self.finish(cold, None, freed);
+        }
+    }
+
+    /// Records a finished call.
+    pub(crate) fn record(&self, ticket: Ticket, outcome: Outcome, elapsed: Option<Duration>) {
+        let slow = match (self.config.slow_calls, elapsed) {
+            (Some((threshold, _)), Some(elapsed)) => elapsed >= threshold,
+            _ => false,
+        };
+        if slow {
+            self.counters.incr(SLOW);
+        }
+        let outcome = match outcome {
+            Outcome::Throttled { retry_after: None } => Outcome::Failure,
+            other => other,
+        };
+        match outcome {
+            Outcome::Success => self.counters.incr(SUCCESS),
+            Outcome::Failure => {
+                self.counters.incr(FAILED);
+                let since = Instant::now().saturating_duration_since(self.origin);
+                let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1);
+                self.last_failure.store(nanos + 1, Ordering::Relaxed);
+            }
+            Outcome::Ignored => self.counters.incr(IGNORED),
+            Outcome::Throttled { .. } => self.counters.incr(THROTTLED),
+        }
+        match ticket {
+            Ticket::Unrecorded => {}
+            Ticket::Closed { generation } => self.record_closed(generation, outcome, slow),
+            Ticket::Probe { generation, id } => {
+                let result = match outcome {
+                    Outcome::Success if slow => ProbeResult::Failure,
+                    Outcome::Success => ProbeResult::Success,
+                    Outcome::Ignored => ProbeResult::Ignored,
+                    Outcome::Throttled {
+                        retry_after: Some(d),
+                    } => ProbeResult::Throttled(self.clamp_retry_after(d)),
+                    Outcome::Failure | Outcome::Throttled { retry_after: None } => {
+                        ProbeResult::Failure
+                    }
+                };
+                let now = Instant::now();
+                let mut cold = lock(&self.cold);
+                let (transition, freed) =
+                    cold.machine
+                        .probe_finished(generation, id, result, now, &self.config);
+                self.finish(cold, transition, freed);
+            }
+        }
+    }
+
+    fn record_closed(&self, generation: u32, outcome: Outcome, slow: bool) {
+        let failed = match outcome {
+            Outcome::Success => false,
+            Outcome::Failure => true,
+            Outcome::Ignored => return,
+            Outcome::Throttled { retry_after } => {
+                let d = self.clamp_retry_after(retry_after.unwrap_or_default());
+                return self.trip(generation, Reason::Throttled(d));
+            }
+        };
+        let Some(streak) = self.update_streak(generation, failed) else {
+            return; // a late result from an earlier generation
+        };
+        let threshold = self.config.consecutive_failures;
+        if failed && threshold > 0 && streak >= threshold {
+            return self.trip(generation, Reason::ConsecutiveFailures(streak));
+        }
+        let Some(window) = &self.window else { return };
+        let now = window.needs_clock().then(Instant::now);
+        let totals = window.record(failed, slow, now);
+        if let Some(reason) = self.rate_trip(&totals, failed, slow) {
+            self.trip(generation, reason);
+        }
+    }
+
+    /// Extends (failure) or clears (success) the consecutive-failure streak in the packed word,
+    /// if `generation` is still the current closed one. Returns the new streak length.
+    fn update_streak(&self, generation: u32, failed: bool) -> Option<u32> {
+        let mut word = self.word();
+        loop {
+            if word.generation() != generation || word.state() != State::Closed {
+                return None;
+            }
+            let streak = if failed {
+                word.failures().saturating_add(1)
+            } else {
+                0
+            };
+            if streak == word.failures() {
+                return Some(streak); // a success with no streak to clear: no write at all
+            }
+            let new = word.with_failures(streak);
+            match self.word.compare_exchange_weak(
+                word.0,
+                new.0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(new.failures()),
+                Err(actual) => word = Word(actual),
+            }
+        }
+    }
+
+    /// Only a failure can trip the failure-rate rule, and only a slow call the slow-call rule
+    /// (decision 9).
+    fn rate_trip(&self, totals: &Totals, failed: bool, slow: bool) -> Option<Reason> {
+        if totals.calls < self.config.minimum_calls {
+            return None;
+        }
+        if let (true, Some(threshold), Some(rate)) =
+            (failed, self.config.failure_rate, totals.failure_rate())
+        {
+            if rate >= threshold {
+                return Some(Reason::FailureRate(rate));
+            }
+        }
+        if let (true, Some((_, threshold)), Some(rate)) =
+            (slow, self.config.slow_calls, totals.slow_rate())
+        {
+            if rate >= threshold {
+                return Some(Reason::SlowCallRate(rate));
+            }
+        }
+        None
+    }
+
+    fn trip(&self, generation: u32, reason: Reason) {
+        let now = Instant::now();
+        let mut cold = lock(&self.cold);
+        let transition = cold.machine.trip(generation, reason, now, &self.config);
+        self.finish(cold, transition, false);
+    }
+
+    fn clamp_retry_after(&self, d: Duration) -> Duration {
+        let (min, max) = self.config.retry_after_bounds;
+        d.clamp(min, max)
+    }
+
+    /// A manual operation (decision 3: every admitting change wakes everyone).
+    pub(crate) fn force(&self, to: State, reason: Reason) {
+        let now = Instant::now();
+        let mut cold = lock(&self.cold);
+        let transition = cold.machine.force(to, reason, now, &self.config);
+        if reason == Reason::Reset {
+            self.counters.clear();
+            self.last_failure.store(0, Ordering::Relaxed);
+        }
+        self.finish(cold, Some(transition), true);
+    }
+
+    /// Publishes the machine's state for the hot path, wakes waiters after any transition or
+    /// freed permit, then — outside the lock — logs and calls listeners.
+    fn finish(&self, mut cold: MutexGuard<'_, Cold>, transition: Option<Transition>, freed: bool) {
+        let published = cold.machine.word();
+        if self.word().generation() != published.generation() {
+            if published.state() == State::Closed {
+                if let Some(window) = &self.window {
+                    window.clear();
+                }
+            }
+            self.word.store(published.0, Ordering::Release);
+        }
+        let wakers = if transition.is_some() || freed {
+            cold.waiters.take_all()
+        } else {
+            Vec::new()
+        };
+        drop(cold);
+        for waker in wakers {
+            waker.wake();
+        }
+        let Some(transition) = transition.filter(|t| t.from != t.to) else {
+            return;
+        };
+        trace_info!(
+            name = %self.config.name,
+            from = %transition.from,
+            to = %transition.to,
+            reason = %transition.reason,
+            "circuit breaker transition"
+        );
+        let listeners: Vec<Listener> = lock(&self.listeners).clone();
+        for listener in listeners {
+            // A listener that panics must not poison the breaker or abort a drop.
+            if catch_unwind(AssertUnwindSafe(|| listener(&transition))).is_err() {
+                trace_warn!(name = %self.config.name, "circuit breaker transition listener panicked");
+            }
+        }
+    }
+
+    pub(crate) fn add_listener(&self, listener: Listener) {
+        lock(&self.listeners).push(listener);
+    }
+
+    /// Stops `key` from being woken (its service is dropped).
+    pub(crate) fn remove_waiter(&self, key: usize) {
+        lock(&self.cold).waiters.remove(key);
+    }
+
+    /// The state, after applying any transition that time alone has caused.
+    pub(crate) fn state(&self) -> State {
+        match self.word().state() {
+            state @ (State::Closed | State::Disabled | State::ForcedOpen) => state,
+            State::Open | State::HalfOpen => {
+                let now = Instant::now();
+                let mut cold = lock(&self.cold);
+                let transition = cold.machine.advance(now, &self.config);
+                let state = cold.machine.state();
+                self.finish(cold, transition, false);
+                state
+            }
+        }
+    }
+
+    /// Whether a call would be admitted now (takes no permit).
+    pub(crate) fn is_admitting(&self) -> bool {
+        match self.word().state() {
+            State::Closed | State::Disabled => true,
+            State::ForcedOpen => false,
+            State::Open | State::HalfOpen => {
+                let now = Instant::now();
+                let mut cold = lock(&self.cold);
+                let transition = cold.machine.advance(now, &self.config);
+                let admitting = cold.machine.has_free_permit(&self.config);
+                self.finish(cold, transition, false);
+                admitting
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let mut cold = lock(&self.cold);
+        let transition = cold.machine.advance(now, &self.config);
+        let state = cold.machine.state();
+        let snapshot = Snapshot {
+            state,
+            consecutive_failures: self.word().failures(),
+            consecutive_successes: cold.machine.probe_successes(),
+            retry_after: cold.machine.retry_after(now),
+            transitions: cold.machine.history().cloned().collect(),
+            window: self.window.as_ref().map(|w| w.totals(now)),
+        };
+        self.finish(cold, transition, false);
+        snapshot
+    }
+
+    pub(crate) fn count(&self, which: usize) -> u64 {
+        self.counters.get(which)
+    }
+
+    pub(crate) fn last_failure(&self) -> Option<Instant> {
+        match self.last_failure.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.origin + Duration::from_nanos(n - 1)),
+        }
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = self.word();
+        f.debug_struct("Shared")
+            .field("name", &self.config.name)
+            .field("state", &word.state())
+            .field("generation", &word.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cold-path part of a stats snapshot.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) state: State,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) consecutive_successes: u32,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) transitions: Vec<Transition>,
+    pub(crate) window: Option<Totals>,
+}
+
+/// Wakers of services waiting for the circuit to admit, one slot per waiting service (a service
+/// that polls again replaces its waker rather than adding one, so the list is bounded by the
+/// number of live services).
+#[derive(Debug, Default)]
+struct Waiters {
+    slots: Vec<Option<Waker>>,
+    /// Slots owned by a live service.
+    owned: Vec<bool>,
+    free: Vec<usize>,
+}
+
+impl Waiters {
+    fn register(&mut self, key: &mut Option<usize>, waker: &Waker) {
+        let index = match *key {
+            Some(index) => index,
+            None => {
+                let index = self.free.pop().unwrap_or_else(|| {
+                    self.slots.push(None);
+                    self.owned.push(false);
+                    self.slots.len() - 1
+                });
+                self.owned[index] = true;
+                *key = Some(index);
+                index
+            }
+        };
+        match &mut self.slots[index] {
+            Some(existing) if existing.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        if self.owned.get(key) == Some(&true) {
+            self.slots[key] = None;
+            self.owned[key] = false;
+            self.free.push(key);
+        }
+    }
+
+    fn take_all(&mut self) -> Vec<Waker> {
+        self.slots.iter_mut().filter_map(Option::take).collect()
+    }
+}

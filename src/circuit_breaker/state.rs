@@ -1,0 +1,589 @@
+//! The circuit's state machine: every transition rule in one place.
+//!
+//! [`Machine`] is plain data driven by explicit `now` values, with no atomics, locks or wakers,
+//! so each rule can be read (and unit-tested) on its own. [`Shared`](super::shared::Shared) owns
+//! one behind a mutex, publishes its `(state, generation)` in an atomic word for the hot path,
+//! and does the waking and listener calls after each change.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::backoff::{open_duration, Jitter};
+use super::config::Config;
+
+/// The state of a circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
+pub enum State {
+    /// Normal operation: calls pass and outcomes are counted.
+    Closed,
+    /// Tripped: calls are held back (default mode) or rejected (fail-fast) until the open
+    /// duration ends.
+    Open,
+    /// Testing recovery: a limited number of probe calls pass.
+    HalfOpen,
+    /// Opened by hand with [`Handle::force_open`](super::Handle::force_open); never half-opens.
+    ForcedOpen,
+    /// Switched off with [`Handle::disable`](super::Handle::disable): admits every call and
+    /// records nothing.
+    Disabled,
+}
+
+impl State {
+    pub(crate) const ALL: [State; 5] = [
+        State::Closed,
+        State::Open,
+        State::HalfOpen,
+        State::ForcedOpen,
+        State::Disabled,
+    ];
+
+    /// The state's name in snake case (`"half_open"`), as the seed reported it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+            State::ForcedOpen => "forced_open",
+            State::Disabled => "disabled",
+        }
+    }
+
+    /// `true` for [`Open`](State::Open) and [`ForcedOpen`](State::ForcedOpen): the circuit is
+    /// refusing calls until time passes or someone intervenes.
+    pub fn is_open(&self) -> bool {
+        matches!(self, State::Open | State::ForcedOpen)
+    }
+
+    pub(crate) fn bits(self) -> u64 {
+        self as u64
+    }
+
+    pub(crate) fn from_bits(bits: u64) -> State {
+        State::ALL[(bits & STATE_MASK) as usize]
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a transition happened.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// This many failures in a row.
+    ConsecutiveFailures(u32),
+    /// The failure rate over the window reached the threshold.
+    FailureRate(f64),
+    /// The slow-call rate over the window reached the threshold.
+    SlowCallRate(f64),
+    /// The dependency asked to back off for this long (already clamped).
+    Throttled(Duration),
+    /// The open duration ended; probes may go.
+    OpenElapsed,
+    /// This many probes succeeded.
+    ProbesSucceeded(u32),
+    /// A probe failed (or was slow, with the slow-call rule on).
+    ProbeFailed,
+    /// A probe was outstanding longer than `probe_timeout`.
+    ProbeTimedOut,
+    /// [`Handle::force_open`](super::Handle::force_open).
+    ForcedOpen,
+    /// [`Handle::force_closed`](super::Handle::force_closed).
+    ForcedClosed,
+    /// [`Handle::disable`](super::Handle::disable).
+    Disabled,
+    /// [`Handle::reset`](super::Handle::reset).
+    Reset,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::ConsecutiveFailures(n) => write!(f, "{n} consecutive failures"),
+            Reason::FailureRate(r) => write!(f, "failure rate {:.0} %", r * 100.0),
+            Reason::SlowCallRate(r) => write!(f, "slow-call rate {:.0} %", r * 100.0),
+            Reason::Throttled(d) => write!(f, "throttled for {:.3}s", d.as_secs_f64()),
+            Reason::OpenElapsed => f.write_str("open duration elapsed"),
+            Reason::ProbesSucceeded(n) => write!(f, "{n} probes succeeded"),
+            Reason::ProbeFailed => f.write_str("probe failed"),
+            Reason::ProbeTimedOut => f.write_str("probe timed out"),
+            Reason::ForcedOpen => f.write_str("forced open"),
+            Reason::ForcedClosed => f.write_str("forced closed"),
+            Reason::Disabled => f.write_str("disabled"),
+            Reason::Reset => f.write_str("reset"),
+        }
+    }
+}
+
+/// One state change, as passed to [`Handle::on_transition`](super::Handle::on_transition)
+/// listeners and kept in [`Stats::transitions`](super::Stats::transitions).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Transition {
+    /// The state before.
+    pub from: State,
+    /// The state after.
+    pub to: State,
+    /// Why.
+    pub reason: Reason,
+    /// When, on tokio's clock.
+    pub at: Instant,
+}
+
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {} ({})", self.from, self.to, self.reason)
+    }
+}
+
+// The packed word published for the hot path:
+// bits 0..3 state, bits 3..32 consecutive failures (saturating), bits 32..64 generation.
+const STATE_MASK: u64 = 0b111;
+const FAILS_SHIFT: u32 = 3;
+const FAILS_MAX: u64 = (1 << 29) - 1;
+const FAILS_MASK: u64 = FAILS_MAX << FAILS_SHIFT;
+const GEN_SHIFT: u32 = 32;
+
+/// Reads and builds the packed `(generation, consecutive failures, state)` word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Word(pub(crate) u64);
+
+impl Word {
+    pub(crate) fn new(state: State, generation: u32) -> Self {
+        Word((u64::from(generation) << GEN_SHIFT) | state.bits())
+    }
+    pub(crate) fn state(self) -> State {
+        State::from_bits(self.0)
+    }
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> GEN_SHIFT) as u32
+    }
+    pub(crate) fn failures(self) -> u32 {
+        ((self.0 & FAILS_MASK) >> FAILS_SHIFT) as u32
+    }
+    pub(crate) fn with_failures(self, n: u32) -> Self {
+        let n = u64::from(n).min(FAILS_MAX);
+        Word((self.0 & !FAILS_MASK) | (n << FAILS_SHIFT))
+    }
+}
+
+/// Admission to one call, tagged with the generation that admitted it (decision 6: a result
+/// counts only in its own generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ticket {
+    /// Admitted while closed.
+    Closed { generation: u32 },
+    /// One of the half-open phase's probes.
+    Probe { generation: u32, id: u64 },
+    /// Admitted while disabled: nothing is recorded.
+    Unrecorded,
+}
+
+impl Ticket {
+    pub(crate) fn generation(&self) -> Option<u32> {
+        match *self {
+            Ticket::Closed { generation } | Ticket::Probe { generation, .. } => Some(generation),
+            Ticket::Unrecorded => None,
+        }
+    }
+}
+
+/// Why the machine did not hand out a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    /// When waiting could end without anyone intervening: the open deadline, or the earliest
+    /// probe deadline while half-open. `None` when forced open.
+    pub(crate) wake_at: Option<Instant>,
+    /// What `CircuitOpen::retry_after` reports: the time left while `Open`.
+    pub(crate) retry_after: Option<Duration>,
+}
+
+/// What a probe's result means for the half-open phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProbeResult {
+    Success,
+    Failure,
+    Ignored,
+    Throttled(Duration),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    id: u64,
+    since: Instant,
+}
+
+/// The cold-path state of one circuit.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    state: State,
+    generation: u32,
+    open_until: Option<Instant>,
+    /// Consecutive failed half-open phases, for back-off; reset on close.
+    retrips: u32,
+    probes_admitted: u32,
+    probe_successes: u32,
+    /// Outstanding probes (at most `half_open_permits`).
+    probes: Vec<Probe>,
+    next_probe_id: u64,
+    history: VecDeque<Transition>,
+    jitter: Jitter,
+}
+
+impl Machine {
+    pub(crate) fn new() -> Self {
+        Machine {
+            state: State::Closed,
+            generation: 0,
+            open_until: None,
+            retrips: 0,
+            probes_admitted: 0,
+            probe_successes: 0,
+            probes: Vec::new(),
+            next_probe_id: 0,
+            history: VecDeque::new(),
+            jitter: Jitter::new(),
+        }
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state
+    }
+
+    #[cfg(test)]
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    pub(crate) fn word(&self) -> Word {
+        Word::new(self.state, self.generation)
+    }
+
+    pub(crate) fn probe_successes(&self) -> u32 {
+        self.probe_successes
+    }
+
+    pub(crate) fn history(&self) -> impl Iterator<Item = &Transition> {
+        self.history.iter()
+    }
+
+    /// Whether [`admit`](Self::admit) would hand out a ticket now.
+    pub(crate) fn has_free_permit(&self, cfg: &Config) -> bool {
+        match self.state {
+            State::Closed | State::Disabled => true,
+            State::HalfOpen => self.probes_admitted < cfg.half_open_permits,
+            State::Open | State::ForcedOpen => false,
+        }
+    }
+
+    /// Time left until the open circuit admits probes.
+    pub(crate) fn retry_after(&self, now: Instant) -> Option<Duration> {
+        match self.state {
+            State::Open => self.open_until.map(|t| t.saturating_duration_since(now)),
+            _ => None,
+        }
+    }
+
+    /// Applies the transitions that time alone causes: the end of the open duration, and a
+    /// probe outstanding past `probe_timeout`.
+    pub(crate) fn advance(&mut self, now: Instant, cfg: &Config) -> Option<Transition> {
+        match self.state {
+            State::Open if self.open_until.is_some_and(|t| now >= t) => {
+                Some(self.go(State::HalfOpen, Reason::OpenElapsed, now, cfg, None))
+            }
+            State::HalfOpen => {
+                let timeout = cfg.probe_timeout?;
+                let timed_out = self.probes.iter().any(|p| now >= p.since + timeout);
+                timed_out.then(|| self.go(State::Open, Reason::ProbeTimedOut, now, cfg, None))
+            }
+            _ => None,
+        }
+    }
+
+    /// Admission for every state but the closed fast path. Call [`advance`](Self::advance)
+    /// first.
+    pub(crate) fn admit(&mut self, now: Instant, cfg: &Config) -> Result<Ticket, Refusal> {
+        let generation = self.generation;
+        match self.state {
+            State::Closed => Ok(Ticket::Closed { generation }),
+            State::Disabled => Ok(Ticket::Unrecorded),
+            State::HalfOpen if self.probes_admitted < cfg.half_open_permits => {
+                self.probes_admitted += 1;
+                let id = self.next_probe_id;
+                self.next_probe_id += 1;
+                self.probes.push(Probe { id, since: now });
+                Ok(Ticket::Probe { generation, id })
+            }
+            State::HalfOpen => Err(Refusal {
+                wake_at: cfg
+                    .probe_timeout
+                    .and_then(|timeout| self.probes.iter().map(|p| p.since + timeout).min()),
+                retry_after: None,
+            }),
+            State::Open => Err(Refusal {
+                wake_at: self.open_until,
+                retry_after: self.retry_after(now),
+            }),
+            State::ForcedOpen => Err(Refusal {
+                wake_at: None,
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// The probe's call has started: its `probe_timeout` counts from now.
+    pub(crate) fn probe_started(&mut self, generation: u32, id: u64, now: Instant) {
+        if generation == self.generation {
+            if let Some(p) = self.probes.iter_mut().find(|p| p.id == id) {
+                p.since = now;
+            }
+        }
+    }
+
+    /// A probe ended without a verdict (dropped, or ignored): its permit returns to the phase.
+    /// Returns whether a permit was freed.
+    pub(crate) fn release_probe(&mut self, generation: u32, id: u64) -> bool {
+        if generation != self.generation || self.state != State::HalfOpen {
+            return false;
+        }
+        let before = self.probes.len();
+        self.probes.retain(|p| p.id != id);
+        if self.probes.len() == before {
+            return false;
+        }
+        self.probes_admitted -= 1;
+        true
+    }
+
+    /// A probe finished with a verdict. A stale probe (from an earlier generation) changes
+    /// nothing. Returns the transition, if any, and whether a permit was freed.
+    pub(crate) fn probe_finished(
+        &mut self,
+        generation: u32,
+        id: u64,
+        result: ProbeResult,
+        now: Instant,
+        cfg: &Config,
+    ) -> (Option<Transition>, bool) {
+        if generation != self.generation || self.state != State::HalfOpen {
+            return (None, false);
+        }
+        if !self.probes.iter().any(|p| p.id == id) {
+            return (None, false);
+        }
+        match result {
+            ProbeResult::Ignored => (None, self.release_probe(generation, id)),
+            ProbeResult::Success => {
+                self.probes.retain(|p| p.id != id);
+                self.probe_successes += 1;
+                if self.probe_successes >= cfg.success_threshold {
+                    let reason = Reason::ProbesSucceeded(self.probe_successes);
+                    (Some(self.go(State::Closed, reason, now, cfg, None)), false)
+                } else {
+                    (None, false)
+                }
+            }
+            ProbeResult::Failure => (
+                Some(self.go(State::Open, Reason::ProbeFailed, now, cfg, None)),
+                false,
+            ),
+            ProbeResult::Throttled(d) => (
+                Some(self.go(State::Open, Reason::Throttled(d), now, cfg, Some(d))),
+                false,
+            ),
+        }
+    }
+
+    /// A closed-state rule fired for a call of `generation`. Only trips if that generation is
+    /// still the current closed one (a late result from before a trip changes nothing).
+    pub(crate) fn trip(
+        &mut self,
+        generation: u32,
+        reason: Reason,
+        now: Instant,
+        cfg: &Config,
+    ) -> Option<Transition> {
+        if generation != self.generation || self.state != State::Closed {
+            return None;
+        }
+        let explicit = match reason {
+            Reason::Throttled(d) => Some(d),
+            _ => None,
+        };
+        Some(self.go(State::Open, reason, now, cfg, explicit))
+    }
+
+    /// A manual operation: always starts a new generation (so calls admitted before it do not
+    /// count after it), and records a transition if the state changes.
+    pub(crate) fn force(
+        &mut self,
+        to: State,
+        reason: Reason,
+        now: Instant,
+        cfg: &Config,
+    ) -> Transition {
+        if to == State::Closed {
+            self.retrips = 0;
+        }
+        self.go(to, reason, now, cfg, None)
+    }
+
+    fn go(
+        &mut self,
+        to: State,
+        reason: Reason,
+        now: Instant,
+        cfg: &Config,
+        open_for: Option<Duration>,
+    ) -> Transition {
+        let from = self.state;
+        self.state = to;
+        self.generation = self.generation.wrapping_add(1);
+        self.probes.clear();
+        self.probes_admitted = 0;
+        self.probe_successes = 0;
+        self.open_until = None;
+        match to {
+            State::Open => {
+                let reopened = from == State::HalfOpen;
+                if reopened && open_for.is_none() {
+                    self.retrips = self.retrips.saturating_add(1);
+                }
+                let d = open_for.unwrap_or_else(|| {
+                    let random = self.jitter.next();
+                    open_duration(
+                        cfg.open_duration,
+                        cfg.max_open_duration,
+                        self.retrips,
+                        random,
+                    )
+                });
+                self.open_until = Some(now + d);
+            }
+            State::Closed => self.retrips = 0,
+            _ => {}
+        }
+        let transition = Transition {
+            from,
+            to,
+            reason,
+            at: now,
+        };
+        if from != to {
+            if self.history.len() == cfg.history_len {
+                self.history.pop_front();
+            }
+            self.history.push_back(transition.clone());
+        }
+        transition
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::circuit_breaker::CircuitBreakerLayer;
+
+    fn cfg() -> Config {
+        CircuitBreakerLayer::builder()
+            .half_open_permits(2)
+            .success_threshold(2)
+            .probe_timeout(Duration::from_secs(5))
+            .history_len(3)
+            .build()
+            .unwrap()
+            .config()
+            .clone()
+    }
+
+    #[test]
+    fn word_packs_state_generation_and_failures() {
+        let w = Word::new(State::HalfOpen, u32::MAX).with_failures(7);
+        assert_eq!(w.state(), State::HalfOpen);
+        assert_eq!(w.generation(), u32::MAX);
+        assert_eq!(w.failures(), 7);
+        assert_eq!(w.with_failures(u32::MAX).failures() as u64, FAILS_MAX);
+        for s in State::ALL {
+            assert_eq!(Word::new(s, 3).state(), s);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_cycle_with_generations() {
+        let cfg = cfg();
+        let t0 = Instant::now();
+        let mut m = Machine::new();
+        assert!(
+            m.trip(1, Reason::ConsecutiveFailures(5), t0, &cfg)
+                .is_none(),
+            "stale generation"
+        );
+        let t = m.trip(0, Reason::ConsecutiveFailures(5), t0, &cfg).unwrap();
+        assert_eq!((t.from, t.to), (State::Closed, State::Open));
+        assert_eq!(m.generation(), 1);
+        // Inclusive deadline.
+        assert!(m
+            .advance(t0 + Duration::from_millis(59_999), &cfg)
+            .is_none());
+        let t = m.advance(t0 + Duration::from_secs(60), &cfg).unwrap();
+        assert_eq!(t.to, State::HalfOpen);
+        let now = t0 + Duration::from_secs(60);
+        let a = m.admit(now, &cfg).unwrap();
+        let b = m.admit(now, &cfg).unwrap();
+        let refused = m.admit(now, &cfg).unwrap_err();
+        assert_eq!(refused.wake_at, Some(now + Duration::from_secs(5)));
+        let Ticket::Probe { generation, id } = a else {
+            panic!()
+        };
+        assert!(
+            m.release_probe(generation, id),
+            "dropped probe frees its permit"
+        );
+        assert!(!m.release_probe(generation, id), "only once");
+        let a = m.admit(now, &cfg).unwrap();
+        for ticket in [a, b] {
+            let Ticket::Probe { generation, id } = ticket else {
+                panic!()
+            };
+            let (t, _) = m.probe_finished(generation, id, ProbeResult::Success, now, &cfg);
+            if let Some(t) = t {
+                assert_eq!(t.reason, Reason::ProbesSucceeded(2));
+            }
+        }
+        assert_eq!(m.state(), State::Closed);
+        assert_eq!(m.history().count(), 3, "bounded history keeps the newest");
+        assert_eq!(m.history().last().unwrap().to, State::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_timeout_reopens_and_late_result_is_ignored() {
+        let cfg = cfg();
+        let t0 = Instant::now();
+        let mut m = Machine::new();
+        m.trip(0, Reason::ProbeFailed, t0, &cfg);
+        let now = t0 + Duration::from_secs(60);
+        m.advance(now, &cfg);
+        let Ticket::Probe { generation, id } = m.admit(now, &cfg).unwrap() else {
+            panic!()
+        };
+        assert!(m
+            .advance(now + Duration::from_millis(4_999), &cfg)
+            .is_none());
+        let t = m.advance(now + Duration::from_secs(5), &cfg).unwrap();
+        assert_eq!((t.to, t.reason), (State::Open, Reason::ProbeTimedOut));
+        let (t, freed) = m.probe_finished(generation, id, ProbeResult::Success, now, &cfg);
+        assert!(t.is_none() && !freed);
+        assert_eq!(m.state(), State::Open);
+    }
+}

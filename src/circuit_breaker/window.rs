@@ -1,0 +1,297 @@
+//! Sliding windows of recent outcomes for the failure-rate and slow-call rules.
+//!
+//! Both windows are fixed-size and lock-free: recording is O(1) (a count window is one ring
+//! slot swap, a time window one bucket update) and reading the rates is O(buckets). A window is
+//! emptied whenever the circuit closes, so it only ever describes the current closed phase.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::config::{WindowKind, TIME_WINDOW_BUCKETS};
+use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+
+/// What the window holds right now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub(crate) calls: u32,
+    pub(crate) failures: u32,
+    pub(crate) slow: u32,
+}
+
+impl Totals {
+    pub(crate) fn failure_rate(&self) -> Option<f64> {
+        (self.calls > 0).then(|| f64::from(self.failures) / f64::from(self.calls))
+    }
+
+    pub(crate) fn slow_rate(&self) -> Option<f64> {
+        (self.calls > 0).then(|| f64::from(self.slow) / f64::from(self.calls))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum Window {
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+impl Window {
+    pub(crate) fn new(kind: WindowKind, origin: Instant) -> Self {
+        match kind {
+            WindowKind::Count(n) => Window::Count(CountWindow::new(n)),
+            WindowKind::Time(d) => Window::Time(TimeWindow::new(d, origin)),
+        }
+    }
+
+    /// Whether recording needs the current time.
+    pub(crate) fn needs_clock(&self) -> bool {
+        matches!(self, Window::Time(_))
+    }
+
+    pub(crate) fn record(&self, failed: bool, slow: bool, now: Option<Instant>) -> Totals {
+        match self {
+            Window::Count(w) => w.record(failed, slow),
+            Window::Time(w) => w.record(failed, slow, now.unwrap_or_else(Instant::now)),
+        }
+    }
+
+    pub(crate) fn totals(&self, now: Instant) -> Totals {
+        match self {
+            Window::Count(w) => w.totals(),
+            Window::Time(w) => w.totals(now),
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        match self {
+            Window::Count(w) => w.clear(),
+            Window::Time(w) => w.clear(),
+        }
+    }
+}
+
+const OCCUPIED: u8 = 0b001;
+const FAILED: u8 = 0b010;
+const SLOW: u8 = 0b100;
+
+/// The last `n` outcomes in a ring, with running totals kept in step: each record swaps one slot
+/// and adjusts the totals by the difference, so the totals always equal the ring's contents once
+/// concurrent recorders finish.
+#[derive(Debug)]
+pub(crate) struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    next: AtomicU64,
+    calls: AtomicU32,
+    failures: AtomicU32,
+    slow: AtomicU32,
+}
+
+impl CountWindow {
+    fn new(n: u32) -> Self {
+        Self {
+            slots: (0..n).map(|_| AtomicU8::new(0)).collect(),
+            next: AtomicU64::new(0),
+            calls: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            slow: AtomicU32::new(0),
+        }
+    }
+
+    fn record(&self, failed: bool, slow: bool) -> Totals {
+        let index = self.next.fetch_add(1, Relaxed) % self.slots.len() as u64;
+        let new = OCCUPIED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
+        let old = self.slots[index as usize].swap(new, Relaxed);
+        if old & OCCUPIED == 0 {
+            self.calls.fetch_add(1, Relaxed);
+        }
+        adjust(&self.failures, old & FAILED != 0, failed);
+        adjust(&self.slow, old & SLOW != 0, slow);
+        self.totals()
+    }
+
+    fn totals(&self) -> Totals {
+        Totals {
+            calls: self.calls.load(Relaxed),
+            failures: self.failures.load(Relaxed),
+            slow: self.slow.load(Relaxed),
+        }
+    }
+
+    fn clear(&self) {
+        for slot in self.slots.iter() {
+            slot.store(0, Relaxed);
+        }
+        self.next.store(0, Relaxed);
+        self.calls.store(0, Relaxed);
+        self.failures.store(0, Relaxed);
+        self.slow.store(0, Relaxed);
+    }
+}
+
+fn adjust(total: &AtomicU32, was: bool, is: bool) {
+    match (was, is) {
+        (false, true) => {
+            total.fetch_add(1, Relaxed);
+        }
+        (true, false) => {
+            total.fetch_sub(1, Relaxed);
+        }
+        _ => {}
+    }
+}
+
+/// The outcomes of the last `window`, in [`TIME_WINDOW_BUCKETS`] buckets. Each bucket is tagged
+/// with the epoch (bucket-sized slice of time since `origin`) it counts; a bucket whose tag is
+/// stale is reset by the first recorder of the new epoch, so memory is fixed and no clean-up task
+/// is needed.
+#[derive(Debug)]
+pub(crate) struct TimeWindow {
+    origin: Instant,
+    bucket_nanos: u64,
+    buckets: Box<[Bucket]>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// Epoch this bucket counts, plus one (0 = never used).
+    epoch: AtomicU64,
+    calls: AtomicU32,
+    failures: AtomicU32,
+    slow: AtomicU32,
+}
+
+impl TimeWindow {
+    fn new(window: Duration, origin: Instant) -> Self {
+        let bucket_nanos = (window.as_nanos() / u128::from(TIME_WINDOW_BUCKETS)).max(1);
+        Self {
+            origin,
+            bucket_nanos: u64::try_from(bucket_nanos).unwrap_or(u64::MAX),
+            buckets: (0..TIME_WINDOW_BUCKETS)
+                .map(|_| Bucket {
+                    epoch: AtomicU64::new(0),
+                    calls: AtomicU32::new(0),
+                    failures: AtomicU32::new(0),
+                    slow: AtomicU32::new(0),
+                })
+                .collect(),
+        }
+    }
+
+    fn epoch(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(since / u128::from(self.bucket_nanos)).unwrap_or(u64::MAX - 1)
+    }
+
+    fn record(&self, failed: bool, slow: bool, now: Instant) -> Totals {
+        let epoch = self.epoch(now);
+        let tag = epoch + 1;
+        let bucket = &self.buckets[(epoch % self.buckets.len() as u64) as usize];
+        let seen = bucket.epoch.load(Relaxed);
+        if seen != tag
+            && bucket
+                .epoch
+                .compare_exchange(seen, tag, Relaxed, Relaxed)
+                .is_ok()
+        {
+            // Reusing the slot for a new epoch: a concurrent recorder of the new epoch may lose
+            // its sample here, which a rate over many calls tolerates.
+            bucket.calls.store(0, Relaxed);
+            bucket.failures.store(0, Relaxed);
+            bucket.slow.store(0, Relaxed);
+        }
+        bucket.calls.fetch_add(1, Relaxed);
+        if failed {
+            bucket.failures.fetch_add(1, Relaxed);
+        }
+        if slow {
+            bucket.slow.fetch_add(1, Relaxed);
+        }
+        self.totals_at(epoch)
+    }
+
+    fn totals(&self, now: Instant) -> Totals {
+        self.totals_at(self.epoch(now))
+    }
+
+    fn totals_at(&self, epoch: u64) -> Totals {
+        let oldest = (epoch + 1).saturating_sub(self.buckets.len() as u64);
+        let mut totals = Totals::default();
+        for bucket in self.buckets.iter() {
+            let tag = bucket.epoch.load(Relaxed);
+            if tag == 0 || tag - 1 < oldest || tag - 1 > epoch {
+                continue;
+            }
+            totals.calls += bucket.calls.load(Relaxed);
+            totals.failures += bucket.failures.load(Relaxed);
+            totals.slow += bucket.slow.load(Relaxed);
+        }
+        totals
+    }
+
+    fn clear(&self) {
+        for bucket in self.buckets.iter() {
+            bucket.epoch.store(0, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_window_is_a_sliding_not_cumulative_window() {
+        let w = CountWindow::new(4);
+        for _ in 0..1000 {
+            w.record(false, false);
+        }
+        // After 1000 successes, 4 failures fill a window of 4: 100 % failure.
+        for _ in 0..3 {
+            w.record(true, false);
+        }
+        assert_eq!(
+            w.totals(),
+            Totals {
+                calls: 4,
+                failures: 3,
+                slow: 0
+            }
+        );
+        let t = w.record(true, true);
+        assert_eq!(
+            t,
+            Totals {
+                calls: 4,
+                failures: 4,
+                slow: 1
+            }
+        );
+        w.clear();
+        assert_eq!(w.totals(), Totals::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_window_forgets_old_buckets() {
+        let origin = Instant::now();
+        let w = TimeWindow::new(Duration::from_secs(20), origin);
+        w.record(true, false, origin);
+        w.record(false, false, origin + Duration::from_millis(999));
+        assert_eq!(w.totals(origin + Duration::from_secs(1)).calls, 2);
+        // Bucket 0 still inside the window at 19.999 s, gone at 20 s.
+        assert_eq!(w.totals(origin + Duration::from_millis(19_999)).failures, 1);
+        assert_eq!(
+            w.totals(origin + Duration::from_secs(20)),
+            Totals::default()
+        );
+        // Reusing bucket 0 for epoch 20 resets it.
+        let t = w.record(false, true, origin + Duration::from_secs(20));
+        assert_eq!(
+            t,
+            Totals {
+                calls: 1,
+                failures: 0,
+                slow: 1
+            }
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! Failure isolation for any [`tower::Service`](tower_service::Service).
+//!
+//! `tower-breaker` wraps the services you call — LLM providers, HTTP APIs, gRPC backends — so that
+//! one bad dependency never takes the whole service down:
+//!
+//! - [`circuit_breaker`]: stops calling a dependency that keeps failing, probes it after a pause,
+//!   and resumes when it recovers. An open circuit is `Pending` (default) or a fast
+//!   [`CircuitOpen`](circuit_breaker::error::CircuitOpen) error (`fail_fast`).
+//! - [`bulkhead`]: bounds how many calls run at once, how many may wait, and for how long.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+//! use tower_breaker::circuit_breaker::{CircuitBreakerLayer, State};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_breaker::BoxError> {
+//! let breaker = CircuitBreakerLayer::builder()
+//!     .name("upstream")
+//!     .consecutive_failures(3)
+//!     .open_duration(Duration::from_secs(30))
+//!     .build()?;
+//! let handle = breaker.handle();
+//!
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(breaker)
+//!     .service(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x * 2) }));
+//!
+//! assert_eq!(svc.ready().await?.call(21).await?, 42);
+//! assert_eq!(handle.state(), State::Closed);
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+#[macro_use]
+mod macros;
+mod striped;
+mod sync;
+
+pub mod bulkhead;
+pub mod circuit_breaker;
+
+/// The error type of every service in this crate: errors of the inner service and this crate's
+/// own errors ([`CircuitOpen`](circuit_breaker::error::CircuitOpen),
+/// [`BulkheadFull`](bulkhead::error::BulkheadFull), ...) boxed, as in `tower`.
+pub use circuit_breaker::error::ConfigError;
+
+/// The error type of every service in this crate, boxed as in `tower`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -1,0 +1,30 @@
+//! Synchronisation primitives, behind one facade so that `--cfg loom` can swap in loom's
+//! model-checked versions (as tokio-util does).
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::{
+    atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering},
+    Mutex, MutexGuard,
+};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{
+    atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering},
+    Mutex, MutexGuard,
+};
+
+/// Locks `mutex`, ignoring poisoning: no user code runs while one of this crate's locks is held,
+/// so a poisoned lock can only come from a panic inside the crate's own bookkeeping, which leaves
+/// the protected state consistent.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    #[cfg(not(loom))]
+    {
+        mutex
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    #[cfg(loom)]
+    {
+        mutex.lock().unwrap()
+    }
+}
