@@ -170,6 +170,11 @@ impl Shared {
 
     /// Records a finished call.
     pub(crate) fn record(&self, ticket: Ticket, outcome: Outcome, elapsed: Option<Duration>) {
+        let (generation, probe) = match ticket {
+            Ticket::Unrecorded => return, // disabled records nothing (decision 11)
+            Ticket::Closed { generation } => (generation, None),
+            Ticket::Probe { generation, id } => (generation, Some(id)),
+        };
         let slow = match (self.config.slow_calls, elapsed) {
             (Some((threshold, _)), Some(elapsed)) => elapsed >= threshold,
             _ => false,
@@ -192,10 +197,9 @@ impl Shared {
             Outcome::Ignored => self.counters.incr(IGNORED),
             Outcome::Throttled { .. } => self.counters.incr(THROTTLED),
         }
-        match ticket {
-            Ticket::Unrecorded => {}
-            Ticket::Closed { generation } => self.record_closed(generation, outcome, slow),
-            Ticket::Probe { generation, id } => {
+        match probe {
+            None => self.record_closed(generation, outcome, slow),
+            Some(id) => {
                 let result = match outcome {
                     Outcome::Success if slow => ProbeResult::Failure,
                     Outcome::Success => ProbeResult::Success,

@@ -1,0 +1,115 @@
+//! Zero heap allocations per admitted call, for every breaker configuration (DESIGN section 7).
+//! A counting global allocator (the `allocation-counter` crate) watches a single-threaded loop of `poll_ready` + `call` + poll
+//! to completion, after a warm-up that lets one-time allocations (thread-local stripe index,
+//! lazily grown structures) happen.
+
+use std::future::{ready, Future, Ready};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::Service;
+use tower_breaker::circuit_breaker::{Builder, CircuitBreakerLayer, Outcome};
+use tower_layer::Layer;
+
+/// The inner service's error: zero-sized, so boxing it (as the breaker does) allocates nothing,
+/// and any allocation counted is the breaker's own.
+#[derive(Debug)]
+struct Odd;
+
+impl std::fmt::Display for Odd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("odd")
+    }
+}
+
+impl std::error::Error for Odd {}
+
+/// A service that never allocates.
+#[derive(Clone)]
+struct Echo;
+
+impl Service<u64> for Echo {
+    type Response = u64;
+    type Error = Odd;
+    type Future = Ready<Result<u64, Odd>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: u64) -> Self::Future {
+        ready(if req % 7 == 3 { Err(Odd) } else { Ok(req) })
+    }
+}
+
+fn drive<S>(svc: &mut S, calls: u64) -> usize
+where
+    S: Service<u64>,
+{
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let info = allocation_counter::measure(|| {
+        for i in 0..calls {
+            assert!(svc.poll_ready(&mut cx).is_ready());
+            let mut future = std::pin::pin!(svc.call(i));
+            assert!(future.as_mut().poll(&mut cx).is_ready());
+        }
+    });
+    info.count_total as usize
+}
+
+fn check(name: &str, builder: Builder) {
+    let layer = builder.build().unwrap();
+    let mut svc = layer.layer(Echo);
+    drive(&mut svc, 1_000); // warm-up
+    let allocations = drive(&mut svc, 10_000);
+    assert_eq!(
+        allocations, 0,
+        "{name}: {allocations} allocations in 10 000 admitted calls"
+    );
+    assert_eq!(
+        layer.handle().stats().state,
+        tower_breaker::circuit_breaker::State::Closed
+    );
+}
+
+#[test]
+fn admitted_calls_do_not_allocate() {
+    // A runtime context so tokio's clock is the one a user would have.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let b = CircuitBreakerLayer::builder;
+    // Failures are 1 in 7 and never consecutive: no configuration below trips.
+    check("default", b());
+    check("fail-fast", b().fail_fast());
+    check(
+        "count window + failure rate",
+        b().failure_rate(0.5).count_window(100),
+    );
+    check(
+        "time window + failure rate + slow calls",
+        b().failure_rate(0.5)
+            .time_window(Duration::from_secs(60))
+            .slow_calls(Duration::from_secs(10), 0.8),
+    );
+    check(
+        "back-off + probe timeout",
+        b().max_open_duration(Duration::from_secs(600)),
+    );
+
+    // A closure classifier, too.
+    let layer = b()
+        .classifier(|r: Result<&u64, &Odd>| {
+            if r.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Ignored
+            }
+        })
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(Echo);
+    drive(&mut svc, 1_000);
+    assert_eq!(drive(&mut svc, 10_000), 0, "closure classifier");
+}
