@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::adaptive::AdaptiveThresholds;
 use super::classify::{DefaultClassifier, Immediate};
 use super::error::ConfigError;
 use super::layer::CircuitBreakerLayer;
@@ -37,6 +38,7 @@ pub(crate) struct Config {
     pub(crate) fail_fast: bool,
     pub(crate) retry_after_bounds: (Duration, Duration),
     pub(crate) history_len: usize,
+    pub(crate) adaptive: Option<AdaptiveThresholds>,
 }
 
 impl Config {
@@ -68,6 +70,7 @@ pub struct Builder<C = DefaultClassifier> {
     fail_fast: bool,
     retry_after_bounds: (Duration, Duration),
     history_len: usize,
+    adaptive: Option<AdaptiveThresholds>,
     classifier: C,
 }
 
@@ -88,6 +91,7 @@ impl Default for Builder<DefaultClassifier> {
             fail_fast: false,
             retry_after_bounds: (Duration::from_secs(1), Duration::from_secs(600)),
             history_len: 32,
+            adaptive: None,
             classifier: DefaultClassifier,
         }
     }
@@ -199,6 +203,14 @@ impl<C> Builder<C> {
         self
     }
 
+    /// Lets the consecutive-failure threshold and the open duration follow the request rate
+    /// (see [`AdaptiveThresholds`]; [`AdaptiveThresholds::seed`] is the seed's table). Replaces
+    /// `consecutive_failures` and `open_duration`.
+    pub fn adaptive(mut self, table: AdaptiveThresholds) -> Self {
+        self.adaptive = Some(table);
+        self
+    }
+
     /// Sets the [`Classify`](super::Classify) that turns results into outcomes (recorded as
     /// soon as the inner future completes).
     pub fn classifier<C2>(self, classifier: C2) -> Builder<Immediate<C2>> {
@@ -223,6 +235,7 @@ impl<C> Builder<C> {
             fail_fast: self.fail_fast,
             retry_after_bounds: self.retry_after_bounds,
             history_len: self.history_len,
+            adaptive: self.adaptive,
             classifier,
         }
     }
@@ -305,6 +318,9 @@ impl<C> Builder<C> {
         if self.history_len == 0 {
             return Err(err("history_len", "must be at least 1"));
         }
+        if let Some(table) = &self.adaptive {
+            table.validate()?;
+        }
         Ok(Config {
             name: name.into(),
             consecutive_failures: self.consecutive_failures,
@@ -320,6 +336,7 @@ impl<C> Builder<C> {
             fail_fast: self.fail_fast,
             retry_after_bounds: self.retry_after_bounds,
             history_len: self.history_len,
+            adaptive: self.adaptive.clone(),
         })
     }
 

@@ -74,6 +74,9 @@ impl Handle {
             last_failure: self.shared.last_failure(),
             retry_after: snapshot.retry_after,
             transitions: snapshot.transitions,
+            consecutive_failure_threshold: self.shared.failure_threshold(),
+            open_duration: self.shared.open_duration(),
+            request_rate: self.shared.request_rate(),
         }
     }
 
@@ -158,4 +161,11 @@ pub struct Stats {
     pub retry_after: Option<Duration>,
     /// The latest transitions, oldest first (bounded by `history_len`).
     pub transitions: Vec<Transition>,
+    /// The consecutive-failure threshold in force (it follows the request rate with
+    /// [`adaptive`](super::Builder::adaptive) thresholds).
+    pub consecutive_failure_threshold: u32,
+    /// The open duration of a first trip in force (likewise).
+    pub open_duration: Duration,
+    /// Calls recorded over the last minute, with adaptive thresholds on; `None` otherwise.
+    pub request_rate: Option<u64>,
 }

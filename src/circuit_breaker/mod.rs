@@ -75,6 +75,7 @@
 //!   a failure.
 //! - **Time** is tokio's clock, so `#[tokio::test(start_paused = true)]` drives every timer.
 
+mod adaptive;
 mod backoff;
 mod classify;
 mod config;
@@ -87,6 +88,7 @@ pub(crate) mod shared;
 mod state;
 mod window;
 
+pub use adaptive::AdaptiveThresholds;
 pub use classify::{Classify, ClassifyResponse, DefaultClassifier, Immediate, Outcome};
 pub use config::Builder;
 pub use error::ConfigError;

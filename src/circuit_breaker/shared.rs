@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::adaptive::Adaptive;
 use super::classify::Outcome;
 use super::config::Config;
 use super::error::CircuitOpen;
@@ -51,6 +52,7 @@ pub(crate) struct Shared {
     last_failure: AtomicU64,
     origin: Instant,
     needs_clock: bool,
+    adaptive: Option<Adaptive>,
     cold: Mutex<Cold>,
     listeners: Mutex<Vec<Listener>>,
 }
@@ -67,7 +69,11 @@ impl Shared {
             .uses_window()
             .then(|| Window::new(config.window, origin));
         let needs_clock = config.slow_calls.is_some();
-        let machine = Machine::new();
+        let adaptive = config.adaptive.clone().map(|t| Adaptive::new(t, origin));
+        let mut machine = Machine::new();
+        if let Some(adaptive) = &adaptive {
+            machine.set_base_open(adaptive.current().1);
+        }
         Shared {
             word: AtomicU64::new(machine.word().0),
             window,
@@ -75,6 +81,7 @@ impl Shared {
             last_failure: AtomicU64::new(0),
             origin,
             needs_clock,
+            adaptive,
             cold: Mutex::new(Cold {
                 machine,
                 waiters: Waiters::default(),
@@ -175,6 +182,11 @@ impl Shared {
             Ticket::Closed { generation } => (generation, None),
             Ticket::Probe { generation, id } => (generation, Some(id)),
         };
+        if let Some(adaptive) = &self.adaptive {
+            if let Some((_, open_duration)) = adaptive.record(Instant::now()) {
+                lock(&self.cold).machine.set_base_open(open_duration);
+            }
+        }
         let slow = match (self.config.slow_calls, elapsed) {
             (Some((threshold, _)), Some(elapsed)) => elapsed >= threshold,
             _ => false,
@@ -234,7 +246,7 @@ impl Shared {
         let Some(streak) = self.update_streak(generation, failed) else {
             return; // a late result from an earlier generation
         };
-        let threshold = self.config.consecutive_failures;
+        let threshold = self.failure_threshold();
         if failed && threshold > 0 && streak >= threshold {
             return self.trip(generation, Reason::ConsecutiveFailures(streak));
         }
@@ -303,6 +315,27 @@ impl Shared {
         let mut cold = lock(&self.cold);
         let transition = cold.machine.trip(generation, reason, now, &self.config);
         self.finish(cold, transition, false);
+    }
+
+    /// The consecutive-failure threshold in force (adaptive, or configured).
+    pub(crate) fn failure_threshold(&self) -> u32 {
+        match &self.adaptive {
+            Some(adaptive) => adaptive.current().0,
+            None => self.config.consecutive_failures,
+        }
+    }
+
+    /// The first-trip open duration in force (adaptive, or configured).
+    pub(crate) fn open_duration(&self) -> Duration {
+        match &self.adaptive {
+            Some(adaptive) => adaptive.current().1,
+            None => self.config.open_duration,
+        }
+    }
+
+    /// Calls recorded over the last minute, when adaptive thresholds are on.
+    pub(crate) fn request_rate(&self) -> Option<u64> {
+        self.adaptive.as_ref().map(|a| a.rate(Instant::now()))
     }
 
     fn clamp_retry_after(&self, d: Duration) -> Duration {

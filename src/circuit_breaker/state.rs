@@ -239,6 +239,8 @@ pub(crate) struct Machine {
     next_probe_id: u64,
     history: VecDeque<Transition>,
     jitter: Jitter,
+    /// The open duration of a first trip: `open_duration`, or the adaptive row's.
+    base_open: Option<Duration>,
 }
 
 impl Machine {
@@ -254,11 +256,17 @@ impl Machine {
             next_probe_id: 0,
             history: VecDeque::new(),
             jitter: Jitter::new(),
+            base_open: None,
         }
     }
 
     pub(crate) fn state(&self) -> State {
         self.state
+    }
+
+    /// Replaces the configured open duration (adaptive thresholds); applies from the next trip.
+    pub(crate) fn set_base_open(&mut self, d: Duration) {
+        self.base_open = Some(d);
     }
 
     #[cfg(test)]
@@ -461,13 +469,15 @@ impl Machine {
                     self.retrips = self.retrips.saturating_add(1);
                 }
                 let d = open_for.unwrap_or_else(|| {
-                    let random = self.jitter.next();
-                    open_duration(
-                        cfg.open_duration,
-                        cfg.max_open_duration,
-                        self.retrips,
-                        random,
-                    )
+                    let base = self.base_open.unwrap_or(cfg.open_duration);
+                    // Back-off is on when configured; an adaptive base never disables it nor
+                    // lets the cap fall below the base.
+                    let cap = if cfg.max_open_duration > cfg.open_duration {
+                        cfg.max_open_duration.max(base)
+                    } else {
+                        base
+                    };
+                    open_duration(base, cap, self.retrips, self.jitter.next())
                 });
                 self.open_until = Some(now + d);
             }

@@ -1,6 +1,7 @@
 //! Circuit breaker behaviour, one module per concern. Each test pins a numbered decision of
 //! DESIGN.md section 4 on tokio's paused clock.
 
+mod adaptive;
 mod config;
 mod lifecycle;
 mod readiness;
