@@ -146,8 +146,7 @@ impl CallGuard {
 
     pub(crate) fn finish(mut self, outcome: Outcome) {
         if let Some(ticket) = self.ticket.take() {
-            let elapsed = self.started.map(|t| t.elapsed());
-            self.shared.record(ticket, outcome, elapsed);
+            self.shared.record(ticket, outcome, self.started);
         }
     }
 }
@@ -158,8 +157,7 @@ impl Drop for CallGuard {
             return;
         };
         if std::thread::panicking() {
-            let elapsed = self.started.map(|t| t.elapsed());
-            self.shared.record(ticket, Outcome::Failure, elapsed);
+            self.shared.record(ticket, Outcome::Failure, self.started);
         } else {
             self.shared.release(ticket);
         }

@@ -175,20 +175,24 @@ impl Shared {
         }
     }
 
-    /// Records a finished call.
-    pub(crate) fn record(&self, ticket: Ticket, outcome: Outcome, elapsed: Option<Duration>) {
+    /// Records a finished call that started at `started` (given when the slow-call rule needs
+    /// it). Reads the clock at most once.
+    pub(crate) fn record(&self, ticket: Ticket, outcome: Outcome, started: Option<Instant>) {
         let (generation, probe) = match ticket {
             Ticket::Unrecorded => return, // disabled records nothing (decision 11)
             Ticket::Closed { generation } => (generation, None),
             Ticket::Probe { generation, id } => (generation, Some(id)),
         };
-        if let Some(adaptive) = &self.adaptive {
-            if let Some((_, open_duration)) = adaptive.record(Instant::now()) {
+        let now = self.record_needs_clock(started).then(Instant::now);
+        if let (Some(adaptive), Some(now)) = (&self.adaptive, now) {
+            if let Some((_, open_duration)) = adaptive.record(now) {
                 lock(&self.cold).machine.set_base_open(open_duration);
             }
         }
-        let slow = match (self.config.slow_calls, elapsed) {
-            (Some((threshold, _)), Some(elapsed)) => elapsed >= threshold,
+        let slow = match (self.config.slow_calls, started, now) {
+            (Some((threshold, _)), Some(started), Some(now)) => {
+                now.saturating_duration_since(started) >= threshold
+            }
             _ => false,
         };
         if slow {
@@ -202,7 +206,9 @@ impl Shared {
             Outcome::Success => self.counters.incr(SUCCESS),
             Outcome::Failure => {
                 self.counters.incr(FAILED);
-                let since = Instant::now().saturating_duration_since(self.origin);
+                let since = now
+                    .unwrap_or_else(Instant::now)
+                    .saturating_duration_since(self.origin);
                 let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1);
                 self.last_failure.store(nanos + 1, Ordering::Relaxed);
             }
@@ -210,7 +216,7 @@ impl Shared {
             Outcome::Throttled { .. } => self.counters.incr(THROTTLED),
         }
         match probe {
-            None => self.record_closed(generation, outcome, slow),
+            None => self.record_closed(generation, outcome, slow, now),
             Some(id) => {
                 let result = match outcome {
                     Outcome::Success if slow => ProbeResult::Failure,
@@ -233,7 +239,13 @@ impl Shared {
         }
     }
 
-    fn record_closed(&self, generation: u32, outcome: Outcome, slow: bool) {
+    fn record_needs_clock(&self, started: Option<Instant>) -> bool {
+        started.is_some()
+            || self.adaptive.is_some()
+            || self.window.as_ref().is_some_and(Window::needs_clock)
+    }
+
+    fn record_closed(&self, generation: u32, outcome: Outcome, slow: bool, now: Option<Instant>) {
         let failed = match outcome {
             Outcome::Success => false,
             Outcome::Failure => true,
@@ -251,7 +263,6 @@ impl Shared {
             return self.trip(generation, Reason::ConsecutiveFailures(streak));
         }
         let Some(window) = &self.window else { return };
-        let now = window.needs_clock().then(Instant::now);
         let totals = window.record(failed, slow, now);
         if let Some(reason) = self.rate_trip(&totals, failed, slow) {
             self.trip(generation, reason);
