@@ -346,3 +346,34 @@ async fn stats_cover_the_seed_status() {
     assert_eq!(stats.rejected_calls, 1);
     assert_eq!(stats.retry_after, Some(secs(60)));
 }
+
+/// Decision 6 for probes: a probe admitted in one half-open phase that finishes in the next
+/// (after a probe timeout and a new open period) decides nothing.
+#[tokio::test(start_paused = true)]
+async fn stale_probe_from_an_earlier_half_open_phase_decides_nothing() {
+    let (mut svc, _inner) = breaker(
+        CircuitBreakerLayer::builder()
+            .half_open_permits(1)
+            .success_threshold(1)
+            .probe_timeout(secs(5)),
+    );
+    trip(&mut svc).await;
+    advance(secs(60)).await;
+    let (tx, rx) = oneshot::channel();
+    let mut prober = svc.clone();
+    let stale = tokio::spawn(async move { call(&mut prober, Req::Held(rx)).await });
+    tokio::task::yield_now().await;
+    advance(secs(5)).await;
+    assert_eq!(svc.handle().state(), State::Open, "probe timed out");
+    advance(secs(60)).await;
+    assert_eq!(svc.handle().state(), State::HalfOpen, "a new phase");
+
+    tx.send(Ok(())).unwrap();
+    stale.await.unwrap().unwrap();
+    assert_eq!(
+        svc.handle().state(),
+        State::HalfOpen,
+        "the stale probe must not close it"
+    );
+    assert_eq!(svc.handle().stats().consecutive_successes, 0);
+}
