@@ -46,6 +46,11 @@
 mod macros;
 mod striped;
 mod sync;
+mod time;
+
+#[cfg(loom)]
+#[doc(hidden)]
+pub use time::loom_clock;
 
 pub mod bulkhead;
 pub mod circuit_breaker;

@@ -136,7 +136,7 @@ impl CallGuard {
         if matches!(ticket, Ticket::Probe { .. }) {
             shared.probe_started(&ticket);
         }
-        let started = shared.needs_clock().then(Instant::now);
+        let started = shared.needs_clock().then(crate::time::now);
         CallGuard {
             shared,
             ticket: Some(ticket),

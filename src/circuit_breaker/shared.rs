@@ -64,7 +64,7 @@ struct Cold {
 
 impl Shared {
     pub(crate) fn new(config: Config) -> Self {
-        let origin = Instant::now();
+        let origin = crate::time::now();
         let window = config
             .uses_window()
             .then(|| Window::new(config.window, origin));
@@ -132,7 +132,7 @@ impl Shared {
     /// decided, so no wake-up can be missed) and returns `Wait`; without, it counts a rejection
     /// and returns `Rejected`.
     pub(crate) fn admit_slow(&self, waiter: Option<(&mut Option<usize>, &Waker)>) -> Admission {
-        let now = Instant::now();
+        let now = crate::time::now();
         let mut cold = lock(&self.cold);
         let transition = cold.machine.advance(now, &self.config);
         let decision = cold.machine.admit(now, &self.config);
@@ -160,7 +160,7 @@ impl Shared {
     /// A probe's call has started (its timeout counts from here).
     pub(crate) fn probe_started(&self, ticket: &Ticket) {
         if let Ticket::Probe { generation, id } = *ticket {
-            let now = Instant::now();
+            let now = crate::time::now();
             lock(&self.cold).machine.probe_started(generation, id, now);
         }
     }
@@ -183,7 +183,7 @@ impl Shared {
             Ticket::Closed { generation } => (generation, None),
             Ticket::Probe { generation, id } => (generation, Some(id)),
         };
-        let now = self.record_needs_clock(started).then(Instant::now);
+        let now = self.record_needs_clock(started).then(crate::time::now);
         if let (Some(adaptive), Some(now)) = (&self.adaptive, now) {
             if let Some((_, open_duration)) = adaptive.record(now) {
                 lock(&self.cold).machine.set_base_open(open_duration);
@@ -207,7 +207,7 @@ impl Shared {
             Outcome::Failure => {
                 self.counters.incr(FAILED);
                 let since = now
-                    .unwrap_or_else(Instant::now)
+                    .unwrap_or_else(crate::time::now)
                     .saturating_duration_since(self.origin);
                 let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1);
                 self.last_failure.store(nanos + 1, Ordering::Relaxed);
@@ -229,7 +229,7 @@ impl Shared {
                         ProbeResult::Failure
                     }
                 };
-                let now = Instant::now();
+                let now = crate::time::now();
                 let mut cold = lock(&self.cold);
                 let (transition, freed) =
                     cold.machine
@@ -322,7 +322,7 @@ impl Shared {
     }
 
     fn trip(&self, generation: u32, reason: Reason) {
-        let now = Instant::now();
+        let now = crate::time::now();
         let mut cold = lock(&self.cold);
         let transition = cold.machine.trip(generation, reason, now, &self.config);
         self.finish(cold, transition, false);
@@ -346,7 +346,7 @@ impl Shared {
 
     /// Calls recorded over the last minute, when adaptive thresholds are on.
     pub(crate) fn request_rate(&self) -> Option<u64> {
-        self.adaptive.as_ref().map(|a| a.rate(Instant::now()))
+        self.adaptive.as_ref().map(|a| a.rate(crate::time::now()))
     }
 
     fn clamp_retry_after(&self, d: Duration) -> Duration {
@@ -356,7 +356,7 @@ impl Shared {
 
     /// A manual operation (decision 3: every admitting change wakes everyone).
     pub(crate) fn force(&self, to: State, reason: Reason) {
-        let now = Instant::now();
+        let now = crate::time::now();
         let mut cold = lock(&self.cold);
         let transition = cold.machine.force(to, reason, now, &self.config);
         if reason == Reason::Reset {
@@ -420,7 +420,7 @@ impl Shared {
         match self.word().state() {
             state @ (State::Closed | State::Disabled | State::ForcedOpen) => state,
             State::Open | State::HalfOpen => {
-                let now = Instant::now();
+                let now = crate::time::now();
                 let mut cold = lock(&self.cold);
                 let transition = cold.machine.advance(now, &self.config);
                 let state = cold.machine.state();
@@ -436,7 +436,7 @@ impl Shared {
             State::Closed | State::Disabled => true,
             State::ForcedOpen => false,
             State::Open | State::HalfOpen => {
-                let now = Instant::now();
+                let now = crate::time::now();
                 let mut cold = lock(&self.cold);
                 let transition = cold.machine.advance(now, &self.config);
                 let admitting = cold.machine.has_free_permit(&self.config);
@@ -447,7 +447,7 @@ impl Shared {
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
-        let now = Instant::now();
+        let now = crate::time::now();
         let mut cold = lock(&self.cold);
         let transition = cold.machine.advance(now, &self.config);
         let state = cold.machine.state();

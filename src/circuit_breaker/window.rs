@@ -51,7 +51,7 @@ impl Window {
     pub(crate) fn record(&self, failed: bool, slow: bool, now: Option<Instant>) -> Totals {
         match self {
             Window::Count(w) => w.record(failed, slow),
-            Window::Time(w) => w.record(failed, slow, now.unwrap_or_else(Instant::now)),
+            Window::Time(w) => w.record(failed, slow, now.unwrap_or_else(crate::time::now)),
         }
     }
 
@@ -275,7 +275,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn time_window_forgets_old_buckets() {
-        let origin = Instant::now();
+        let origin = crate::time::now();
         let w = TimeWindow::new(Duration::from_secs(20), origin);
         w.record(true, false, origin);
         w.record(false, false, origin + Duration::from_millis(999));
