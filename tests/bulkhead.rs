@@ -27,7 +27,7 @@ enum Out {
 }
 
 /// An inner service whose calls finish when the test says so; counts its calls.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 struct Inner {
     calls: Arc<AtomicUsize>,
 }
@@ -648,4 +648,60 @@ fn clones_on_many_threads_never_exceed_the_cap() {
     let stats = handle.stats();
     assert_eq!((stats.active, stats.queued, stats.available), (0, 0, 2));
     assert_eq!((stats.rejected, stats.timed_out), (0, 0));
+}
+
+#[test]
+fn public_types_are_send_sync_and_debug() {
+    fn send_sync<T: Send + Sync + std::fmt::Debug>() {}
+    fn send<T: Send>() {}
+    send_sync::<BulkheadLayer>();
+    send_sync::<Svc>();
+    send_sync::<tower_breaker::bulkhead::Handle>();
+    send_sync::<tower_breaker::bulkhead::Permit>();
+    send_sync::<tower_breaker::bulkhead::Stats>();
+    send::<Fut>();
+    let layer = layer(1, 1, WAIT);
+    let text = format!("{layer:?} {:?}", layer.handle());
+    assert!(text.contains("test"), "{text}");
+}
+
+#[cfg(feature = "tracing")]
+#[tokio::test(start_paused = true)]
+async fn rejections_and_timeouts_emit_tracing_events() {
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let inner = Inner::default();
+    let layer = layer(1, 1, Duration::from_millis(10));
+    let mut c = callers(&layer, &inner, 3);
+    assert_ready_ok!(c[0].poll_ready());
+    assert_pending!(c[1].poll_ready());
+    assert_ready_ok!(c[2].poll_ready());
+    tokio::time::advance(Duration::from_millis(10)).await;
+    assert_ready_ok!(c[1].poll_ready());
+
+    let logged = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("bulkhead full"), "{logged}");
+    assert!(logged.contains("wait timed out"), "{logged}");
+    assert_eq!(logged.matches("bulkhead=test").count(), 2, "{logged}");
 }
