@@ -629,6 +629,16 @@ fn clones_on_many_threads_never_exceed_the_cap() {
             std::future::ready(Ok::<_, BoxError>(()))
         }))
     };
+    // Meanwhile the capacity is resized back and forth (ending at 2).
+    let resizer = {
+        let handle = handle.clone();
+        std::thread::spawn(move || {
+            for i in 0..500 {
+                handle.set_max_concurrent(1 + i % 2);
+                std::thread::yield_now();
+            }
+        })
+    };
     let threads: Vec<_> = (0..THREADS)
         .map(|_| {
             let mut svc = svc.clone();
@@ -641,9 +651,11 @@ fn clones_on_many_threads_never_exceed_the_cap() {
             })
         })
         .collect();
+    resizer.join().unwrap();
     for t in threads {
         t.join().unwrap();
     }
+    // A shrink lets running calls finish, so the peak is bounded by the largest capacity.
     assert!(peak.load(Ordering::SeqCst) <= 2);
     let stats = handle.stats();
     assert_eq!((stats.active, stats.queued, stats.available), (0, 0, 2));

@@ -103,3 +103,51 @@ fn the_counter_sees_allocations() {
     assert_eq!(*b, 7);
     assert!(n >= 1);
 }
+
+/// One call whose slot is held until its body is read to the end.
+#[cfg(feature = "http")]
+async fn drive<S, B>(svc: &mut S)
+where
+    S: Service<(), Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    use http_body_util::BodyExt;
+
+    let response = svc.ready().await.unwrap().call(()).await.unwrap();
+    let mut body = response.into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+    assert!(body.frame().await.is_none());
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn admitted_calls_holding_the_slot_until_body_end_do_not_allocate() {
+    use http_body_util::Full;
+
+    const N: usize = 2_000;
+    let layer = BulkheadLayer::builder()
+        .max_concurrent(2)
+        .hold_permit_until_body_end()
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|_: ()| {
+        std::future::ready(Ok::<_, Infallible>(http::Response::new(Full::new(
+            &b"answer"[..],
+        ))))
+    }));
+    futures::executor::block_on(async {
+        for _ in 0..100 {
+            drive(&mut svc).await;
+        }
+        start_counting();
+        for _ in 0..N {
+            drive(&mut svc).await;
+        }
+        let n = stop_counting();
+        assert_eq!(n, 0, "{n} allocations over {N} admitted streamed calls");
+    });
+    assert_eq!(handle.stats().available, 2);
+}
