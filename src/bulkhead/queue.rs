@@ -383,3 +383,93 @@ mod tests {
         assert_eq!(s.stats().available, 1);
     }
 }
+
+/// Model checks of the lock-free protocol: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::Arc;
+    use loom::thread;
+
+    fn shared(max: usize) -> Arc<Shared> {
+        Arc::new(Shared::new("loom".into(), max, 4, Duration::from_secs(1)))
+    }
+
+    fn noop() -> &'static Waker {
+        futures::task::noop_waker_ref()
+    }
+
+    #[test]
+    fn a_release_racing_an_enqueue_is_never_lost() {
+        loom::model(|| {
+            let s = shared(1);
+            assert!(s.try_acquire());
+            let releaser = {
+                let s = s.clone();
+                thread::spawn(move || s.release())
+            };
+            let got = match s.acquire_slow(noop()) {
+                Acquire::Acquired => true,
+                Acquire::Queued(id) => {
+                    releaser.join().unwrap();
+                    assert_eq!(s.poll_wait(id, noop()), WaitState::Granted);
+                    s.release();
+                    let st = s.stats();
+                    assert_eq!((st.available, st.queued, st.active), (1, 0, 0));
+                    return;
+                }
+                Acquire::Full => panic!("queue has room"),
+            };
+            assert!(got);
+            releaser.join().unwrap();
+            s.release();
+            let st = s.stats();
+            assert_eq!((st.available, st.queued, st.active), (1, 0, 0));
+        });
+    }
+
+    #[test]
+    fn a_cancel_racing_a_hand_off_loses_no_permit() {
+        loom::model(|| {
+            let s = shared(1);
+            assert!(s.try_acquire());
+            let Acquire::Queued(id) = s.acquire_slow(noop()) else {
+                panic!("must queue");
+            };
+            let releaser = {
+                let s = s.clone();
+                thread::spawn(move || s.release())
+            };
+            if s.cancel(id) {
+                s.release(); // handed over meanwhile: pass it on
+            }
+            releaser.join().unwrap();
+            let st = s.stats();
+            assert_eq!((st.available, st.queued, st.active), (1, 0, 0));
+            assert!(s.try_acquire(), "the flag is clear again");
+        });
+    }
+
+    #[test]
+    fn a_resize_racing_a_release_and_a_fast_acquire() {
+        loom::model(|| {
+            let s = shared(2);
+            assert!(s.try_acquire());
+            let resizer = {
+                let s = s.clone();
+                thread::spawn(move || s.resize(1))
+            };
+            let releaser = {
+                let s = s.clone();
+                thread::spawn(move || s.release())
+            };
+            let took = s.try_acquire();
+            resizer.join().unwrap();
+            releaser.join().unwrap();
+            let st = s.stats();
+            assert_eq!(st.max_concurrent, 1);
+            assert_eq!(st.active, usize::from(took));
+            assert_eq!(st.available, 1 - usize::from(took));
+        });
+    }
+}
