@@ -4,13 +4,13 @@
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering},
-    Mutex, MutexGuard,
+    Arc, Mutex, MutexGuard,
 };
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
     atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering},
-    Mutex, MutexGuard,
+    Arc, Mutex, MutexGuard,
 };
 
 /// Locks `mutex`, ignoring poisoning: no user code runs while one of this crate's locks is held,

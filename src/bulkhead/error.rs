@@ -12,7 +12,6 @@ pub struct BulkheadFull {
 }
 
 impl BulkheadFull {
-    #[allow(dead_code)] // constructed by the bulkhead service, which lands next
     pub(crate) fn new(name: Arc<str>) -> Self {
         Self { name }
     }
@@ -39,7 +38,6 @@ pub struct BulkheadTimeout {
 }
 
 impl BulkheadTimeout {
-    #[allow(dead_code)] // constructed by the bulkhead service, which lands next
     pub(crate) fn new(name: Arc<str>) -> Self {
         Self { name }
     }
