@@ -294,6 +294,13 @@ mod tests {
     }
 
     #[test]
+    fn types_are_send_sync() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<GrpcClassifier>();
+        send_sync::<OutcomeBody<Empty<Bytes>, GrpcClassifier>>();
+    }
+
+    #[test]
     fn codes_by_default() {
         let c = GrpcClassifier::new();
         let none = HeaderMap::new();

@@ -83,6 +83,15 @@ async fn hyper_503_with_retry_after_opens_for_the_hint() {
     assert_eq!(server.hits(), 1);
     assert_eq!(handle.stats().rejected_calls, 1);
 
+    // Opens for the 2 s the server asked for: freeze tokio's clock (no IO from here on) and
+    // step over the deadline. Less than 0.5 s of real time has passed since the trip.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_millis(1500)).await;
+    assert_eq!(handle.state(), State::Open);
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(handle.state(), State::HalfOpen);
+    tokio::time::resume();
+
     server.shutdown().await;
 }
 

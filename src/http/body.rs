@@ -279,6 +279,18 @@ mod tests {
 
     type Frames = Result<Frame<Bytes>, BoxError>;
 
+    #[test]
+    fn types_are_send_sync_and_clone() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        fn clone<T: Clone>() {}
+        send_sync::<HttpClassifier>();
+        send_sync::<EndOfStream>();
+        send_sync::<OutcomeBody<Full<Bytes>>>();
+        send_sync::<OutcomeBody<Empty<Bytes>, CleanEnd>>();
+        clone::<HttpClassifier>();
+        clone::<EndOfStream>();
+    }
+
     /// A breaker around a service that hands out the bodies it is given, one per call.
     fn breaker<B>(
         bodies: Vec<Response<B>>,
