@@ -11,7 +11,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 use tower_breaker::circuit_breaker::CircuitBreakerLayer;
-use tower_breaker::grpc::{self, GrpcClassifier};
+use tower_breaker::grpc::{GrpcClassifier, UnavailableOnOpenLayer};
 
 #[tokio::main]
 async fn main() -> Result<(), tower_breaker::BoxError> {
@@ -44,7 +44,12 @@ async fn main() -> Result<(), tower_breaker::BoxError> {
         )
         .build()?;
     let handle = breaker.handle();
-    let mut client = HealthClient::new(ServiceBuilder::new().layer(breaker).service(channel));
+    let svc = ServiceBuilder::new()
+        // A rejection reaches the client as grpc-status UNAVAILABLE (not tonic's UNKNOWN).
+        .layer(UnavailableOnOpenLayer::new())
+        .layer(breaker)
+        .service(channel);
+    let mut client = HealthClient::new(svc);
 
     for service in ["orders", "billing", "billing", "orders"] {
         let req = HealthCheckRequest {
@@ -52,13 +57,12 @@ async fn main() -> Result<(), tower_breaker::BoxError> {
         };
         match client.check(req).await {
             Ok(res) => println!("check {service}: {:?}", res.into_inner().status()),
-            Err(status) => match grpc::circuit_open(&status) {
-                Some(open) => println!(
-                    "check {service}: rejected locally -> {:?}",
-                    tonic::Status::from(open.clone())
-                ),
-                None => println!("check {service}: {:?} {}", status.code(), status.message()),
-            },
+            Err(status) => println!(
+                "check {service}: {:?} {} (pushback {:?})",
+                status.code(),
+                status.message(),
+                tower_breaker::grpc::status_retry_after(&status)
+            ),
         }
         println!("  circuit: {:?}", handle.state());
     }

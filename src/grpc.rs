@@ -12,7 +12,8 @@
 //!
 //! ```no_run
 //! use tower::ServiceBuilder;
-//! use tower_breaker::{circuit_breaker::CircuitBreakerLayer, grpc::GrpcClassifier};
+//! use tower_breaker::circuit_breaker::CircuitBreakerLayer;
+//! use tower_breaker::grpc::{GrpcClassifier, UnavailableOnOpenLayer};
 //!
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50051").connect_lazy();
@@ -21,16 +22,21 @@
 //!     .fail_fast()
 //!     .response_classifier(GrpcClassifier::new())
 //!     .build()?;
-//! let svc = ServiceBuilder::new().layer(breaker).service(channel);
+//! let svc = ServiceBuilder::new()
+//!     .layer(UnavailableOnOpenLayer::new()) // CircuitOpen -> grpc-status UNAVAILABLE
+//!     .layer(breaker)
+//!     .service(channel);
 //! let mut client = tonic_health::pb::health_client::HealthClient::new(svc);
 //! # let _ = &mut client;
 //! # Ok(()) }
 //! ```
 //!
-//! A rejected RPC fails with a `tonic::Status` whose source is the [`CircuitOpen`] (tonic boxes
-//! transport errors as `UNKNOWN`); [`circuit_open`] finds it, and [`circuit_open_to_status`]
-//! (or `tonic::Status::from(open)`) makes the proper `UNAVAILABLE` status, e.g. for a server
-//! that calls an upstream.
+//! On its own, a rejected RPC fails with a `tonic::Status` of code `UNKNOWN` whose source is the
+//! [`CircuitOpen`] (tonic boxes every transport error that way); [`circuit_open`] finds it. Put
+//! [`UnavailableOnOpenLayer`] outside the breaker and the client sees a proper `UNAVAILABLE`
+//! status instead, with the time until the circuit admits again as `grpc-retry-pushback-ms`.
+//! [`circuit_open_to_status`] (or `tonic::Status::from(open)`) makes that status for a server
+//! handler that calls an upstream through a breaker.
 
 use std::fmt;
 use std::time::Duration;
@@ -69,9 +75,10 @@ const UNKNOWN: i32 = 2;
 ///
 /// As a [`ClassifyResponse`] (pass it to
 /// [`Builder::response_classifier`](crate::circuit_breaker::Builder::response_classifier)) the
-/// response becomes `http::Response<OutcomeBody<B, GrpcClassifier>>`; as a
-/// [`Classify`] it judges the head only (no trailers), which suits unary calls that are
-/// fully buffered upstream.
+/// response becomes `http::Response<OutcomeBody<B, GrpcClassifier>>`. As a plain
+/// [`Classify`] (through [`Builder::classifier`](crate::circuit_breaker::Builder::classifier))
+/// it sees only the response head: trailers-only errors and HTTP errors count, but a status in
+/// the trailers does not — prefer the `ClassifyResponse`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct GrpcClassifier {
     failures: u32,
@@ -245,6 +252,168 @@ pub fn status_retry_after(status: &tonic::Status) -> Option<Duration> {
     retry_after::parse(status.metadata().as_ref())
 }
 
+/// Wraps a fail-fast breaker (or any service with boxed errors) so that a [`CircuitOpen`]
+/// rejection becomes a trailers-only gRPC response with `grpc-status: 14` (`UNAVAILABLE`),
+/// instead of an error tonic would report as `UNKNOWN`. Other errors pass through.
+///
+/// The response carries the breaker's name in `grpc-message` and, when known, the time until
+/// the circuit admits again in `grpc-retry-pushback-ms`, so a client retry policy (or
+/// [`status_retry_after`]) can honour it. The response body is `B::default()` (empty).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnavailableOnOpenLayer {
+    _priv: (),
+}
+
+impl UnavailableOnOpenLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        UnavailableOnOpenLayer { _priv: () }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for UnavailableOnOpenLayer {
+    type Service = UnavailableOnOpen<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        UnavailableOnOpen { inner }
+    }
+}
+
+/// The service made by [`UnavailableOnOpenLayer`].
+#[derive(Debug, Clone)]
+pub struct UnavailableOnOpen<S> {
+    inner: S,
+}
+
+impl<S> UnavailableOnOpen<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        UnavailableOnOpen { inner }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req, B> tower_service::Service<Req> for UnavailableOnOpen<S>
+where
+    S: tower_service::Service<Req, Response = Response<B>>,
+    S::Error: Into<crate::BoxError>,
+    B: Default,
+{
+    type Response = Response<B>;
+    type Error = crate::BoxError;
+    type Future = future::UnavailableOnOpenFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        future::UnavailableOnOpenFuture::new(self.inner.call(req))
+    }
+}
+
+/// The future of [`UnavailableOnOpen`].
+pub mod future {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use http::Response;
+    use pin_project_lite::pin_project;
+
+    use crate::circuit_breaker::error::CircuitOpen;
+    use crate::BoxError;
+
+    pin_project! {
+        /// Resolves to the inner response, or to a trailers-only `UNAVAILABLE` response when the
+        /// inner service failed with [`CircuitOpen`].
+        #[derive(Debug)]
+        pub struct UnavailableOnOpenFuture<F> {
+            #[pin]
+            inner: F,
+        }
+    }
+
+    impl<F> UnavailableOnOpenFuture<F> {
+        pub(super) fn new(inner: F) -> Self {
+            UnavailableOnOpenFuture { inner }
+        }
+    }
+
+    impl<F, B, E> Future for UnavailableOnOpenFuture<F>
+    where
+        F: Future<Output = Result<Response<B>, E>>,
+        E: Into<BoxError>,
+        B: Default,
+    {
+        type Output = Result<Response<B>, BoxError>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let result = std::task::ready!(self.project().inner.poll(cx));
+            Poll::Ready(match result {
+                Ok(res) => Ok(res),
+                Err(e) => {
+                    let e: BoxError = e.into();
+                    match e.downcast_ref::<CircuitOpen>() {
+                        Some(open) => Ok(super::unavailable_response(open)),
+                        None => Err(e),
+                    }
+                }
+            })
+        }
+    }
+}
+
+/// A trailers-only `UNAVAILABLE` response for `open`.
+fn unavailable_response<B: Default>(open: &CircuitOpen) -> Response<B> {
+    let mut res = Response::new(B::default());
+    let headers = res.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(GRPC_STATUS, http::HeaderValue::from_static("14"));
+    if let Ok(message) = http::HeaderValue::from_str(&percent_encode(&open.to_string())) {
+        headers.insert("grpc-message", message);
+    }
+    if let Some(d) = open.retry_after() {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        headers.insert(retry_after::GRPC_RETRY_PUSHBACK_MS, ms.into());
+    }
+    res
+}
+
+/// gRPC's `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.
+fn percent_encode(text: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 fn codes(iter: impl IntoIterator<Item = i32>) -> u32 {
     iter.into_iter()
         .filter(|c| (1..32).contains(c))
@@ -408,6 +577,51 @@ mod tests {
     }
 
     type Frames = Result<Frame<Bytes>, BoxError>;
+
+    #[test]
+    fn grpc_message_is_percent_encoded() {
+        assert_eq!(percent_encode("circuit `a b` 100%"), "circuit `a b` 100%25");
+        assert_eq!(percent_encode("é\n"), "%C3%A9%0A");
+    }
+
+    #[tokio::test]
+    async fn unavailable_on_open_turns_rejections_into_responses() {
+        let layer = CircuitBreakerLayer::builder()
+            .name("ünïcode")
+            .consecutive_failures(1)
+            .fail_fast()
+            .response_classifier(GrpcClassifier::new())
+            .build()
+            .unwrap();
+        let h = layer.handle();
+        let mut svc =
+            UnavailableOnOpenLayer::new().layer(layer.layer(service_fn(|fail: bool| async move {
+                if fail {
+                    Err::<Response<Empty<Bytes>>, BoxError>("connection refused".into())
+                } else {
+                    Ok(Response::new(Empty::new()))
+                }
+            })));
+        // Other errors pass through.
+        let err = svc.ready().await.unwrap().call(true).await.unwrap_err();
+        assert_eq!(err.to_string(), "connection refused");
+        assert_eq!(h.state(), State::Open);
+        // A rejection becomes a trailers-only UNAVAILABLE response.
+        let res = svc.ready().await.unwrap().call(false).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["grpc-status"], "14");
+        assert_eq!(res.headers()["content-type"], "application/grpc");
+        assert!(res.headers()["grpc-message"]
+            .to_str()
+            .unwrap()
+            .starts_with("circuit `%C3%BCn%C3%AFcode` is open"));
+        let pushback = retry_after::parse(res.headers()).unwrap();
+        assert!(pushback > Duration::from_secs(59) && pushback <= Duration::from_secs(60));
+        let status = tonic::Status::from_header_map(res.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().starts_with("circuit `ünïcode` is open"));
+        assert_eq!(h.stats().rejected_calls, 1);
+    }
 
     #[tokio::test]
     async fn streamed_messages_then_error_trailers() {

@@ -171,3 +171,51 @@ async fn tonic_unavailable_trailers_only_and_after_streamed_messages() {
     drop(client);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn tonic_sees_unavailable_with_pushback_when_the_circuit_is_open() {
+    let server = serve(Proto::Http2, |_req, _n| async {
+        Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "13")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    })
+    .await;
+    let channel = Endpoint::from_shared(server.url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let breaker = CircuitBreakerLayer::builder()
+        .name("health")
+        .consecutive_failures(1)
+        .open_duration(Duration::from_secs(5))
+        .fail_fast()
+        .response_classifier(GrpcClassifier::new())
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let svc = ServiceBuilder::new()
+        .layer(grpc::UnavailableOnOpenLayer::new())
+        .layer(breaker)
+        .service(channel);
+    let mut client = HealthClient::new(svc);
+
+    let status = client.check(check("")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Internal);
+    assert_eq!(handle.state(), State::Open);
+
+    let status = client.check(check("")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        status.message().contains("circuit `health` is open"),
+        "{status:?}"
+    );
+    let pushback = grpc::status_retry_after(&status).expect("pushback");
+    assert!(pushback > Duration::from_secs(4) && pushback <= Duration::from_secs(5));
+    assert_eq!(server.hits(), 1);
+
+    drop(client);
+    server.shutdown().await;
+}

@@ -51,7 +51,7 @@
 //! | this crate's `Failover` router | default (`Pending`) | failover routes to the first *ready* service, so a pending breaker is skipped, not waited on |
 //! | `tower::steer::Steer` | [`fail_fast`](crate::circuit_breaker::Builder::fail_fast) | Steer waits for *every* service to be ready, so one pending breaker would block all routes |
 //! | axum handlers / routes | [`fail_fast`](crate::circuit_breaker::Builder::fail_fast) | a request should get a quick `503` (see [`circuit_open_response`]), not hang |
-//! | tonic clients (`Channel`) | [`fail_fast`](crate::circuit_breaker::Builder::fail_fast) | the RPC should fail with `UNAVAILABLE` at once (see `grpc::circuit_open_to_status`) rather than wait for the deadline |
+//! | tonic clients (`Channel`) | [`fail_fast`](crate::circuit_breaker::Builder::fail_fast) | the RPC should fail with `UNAVAILABLE` at once (put `grpc::UnavailableOnOpenLayer` outside the breaker) rather than wait for its deadline |
 //! | a direct caller, `ServiceExt::oneshot` | either | `ready().await` waits for the circuit in the default mode |
 //!
 //! # Where the breaker goes in a stack
