@@ -78,7 +78,9 @@ const UNKNOWN: i32 = 2;
 /// response becomes `http::Response<OutcomeBody<B, GrpcClassifier>>`. As a plain
 /// [`Classify`] (through [`Builder::classifier`](crate::circuit_breaker::Builder::classifier))
 /// it sees only the response head: trailers-only errors and HTTP errors count, but a status in
-/// the trailers does not — prefer the `ClassifyResponse`.
+/// the trailers does not — prefer the `ClassifyResponse`. As with
+/// [`EndOfStream`](crate::http::EndOfStream), a streaming call lasts until its trailers, which
+/// matters for `probe_timeout` and `slow_calls`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct GrpcClassifier {
     failures: u32,

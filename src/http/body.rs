@@ -170,6 +170,13 @@ impl<B: fmt::Debug, T: fmt::Debug> fmt::Debug for OutcomeBody<B, T> {
 /// [`OutcomeBody`]): an SSE or chunked stream that breaks half-way counts as a failure, one read
 /// to its end as a success, one dropped early as nothing.
 ///
+/// The call lasts until the body ends, so for long-lived streams mind the rules that time a
+/// call: a half-open probe still streaming after
+/// [`probe_timeout`](crate::circuit_breaker::Builder::probe_timeout) reopens the circuit, and
+/// [`slow_calls`](crate::circuit_breaker::Builder::slow_calls) measures the whole stream. Raise
+/// the probe timeout above your streams' length, or judge such streams from the head alone
+/// ([`HttpClassifier`] through `Builder::classifier`).
+///
 /// Pass it to [`Builder::response_classifier`](crate::circuit_breaker::Builder::response_classifier):
 ///
 /// ```
