@@ -317,7 +317,7 @@ where
 {
     type Response = Response<B>;
     type Error = crate::BoxError;
-    type Future = future::UnavailableOnOpenFuture<S::Future>;
+    type Future = future::ResponseFuture<S::Future>;
 
     fn poll_ready(
         &mut self,
@@ -327,7 +327,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        future::UnavailableOnOpenFuture::new(self.inner.call(req))
+        future::ResponseFuture::new(self.inner.call(req))
     }
 }
 
@@ -347,19 +347,19 @@ pub mod future {
         /// Resolves to the inner response, or to a trailers-only `UNAVAILABLE` response when the
         /// inner service failed with [`CircuitOpen`].
         #[derive(Debug)]
-        pub struct UnavailableOnOpenFuture<F> {
+        pub struct ResponseFuture<F> {
             #[pin]
             inner: F,
         }
     }
 
-    impl<F> UnavailableOnOpenFuture<F> {
+    impl<F> ResponseFuture<F> {
         pub(super) fn new(inner: F) -> Self {
-            UnavailableOnOpenFuture { inner }
+            ResponseFuture { inner }
         }
     }
 
-    impl<F, B, E> Future for UnavailableOnOpenFuture<F>
+    impl<F, B, E> Future for ResponseFuture<F>
     where
         F: Future<Output = Result<Response<B>, E>>,
         E: Into<BoxError>,

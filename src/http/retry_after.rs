@@ -266,6 +266,28 @@ mod tests {
         }
 
         #[test]
+        fn any_header_map_stays_in_bounds(
+            values in proptest::collection::vec((0usize..5, "[ -~]{0,40}"), 0..6),
+        ) {
+            let names = [
+                RETRY_AFTER_MS,
+                X_MS_RETRY_AFTER_MS,
+                http::header::RETRY_AFTER,
+                GRPC_RETRY_PUSHBACK_MS,
+                http::header::CONTENT_TYPE,
+            ];
+            let mut headers = HeaderMap::new();
+            for (i, text) in values {
+                if let Ok(v) = HeaderValue::from_str(&text) {
+                    headers.append(names[i].clone(), v);
+                }
+            }
+            if let Some(d) = parse(&headers) {
+                prop_assert!(d <= MAX_RETRY_AFTER);
+            }
+        }
+
+        #[test]
         fn whole_seconds_parse_exactly(secs in 0u64..=86_400) {
             prop_assert_eq!(parse_retry_after(&HeaderValue::from(secs)), Some(Duration::from_secs(secs)));
         }
