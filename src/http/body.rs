@@ -339,6 +339,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn decided_when_is_end_stream_turns_true() {
+        // A consumer like hyper's server stops polling once `is_end_stream` is true, so the
+        // outcome must be recorded with the last data frame, not only at `None`.
+        let (mut svc, h) = breaker(vec![Response::new(Full::new(Bytes::from("abc")))]);
+        let res = svc.ready().await.unwrap().call(()).await.unwrap();
+        let mut body = res.into_body();
+        assert!(!body.is_end_stream());
+        body.frame().await.unwrap().unwrap();
+        assert!(body.is_end_stream());
+        assert!(!body.is_pending());
+        assert_eq!(counts(&h), (1, 0, 0));
+        drop(body);
+        assert_eq!(counts(&h), (1, 0, 0));
+    }
+
+    #[tokio::test]
     async fn empty_body_is_decided_at_once() {
         let (mut svc, h) = breaker(vec![Response::new(Empty::<Bytes>::new())]);
         let res = svc.ready().await.unwrap().call(()).await.unwrap();
