@@ -7,6 +7,10 @@
 //!   and resumes when it recovers. An open circuit is `Pending` (default) or a fast
 //!   [`CircuitOpen`](circuit_breaker::error::CircuitOpen) error (`fail_fast`).
 //! - [`bulkhead`]: bounds how many calls run at once, how many may wait, and for how long.
+//! - `http` (feature `http`): HTTP status and `Retry-After` classification, outcomes decided at
+//!   the end of the response body, `CircuitOpen` as a `503` response.
+//! - `grpc` (feature `grpc`): `grpc-status` classification from headers and trailers,
+//!   `CircuitOpen` as `tonic::Status::unavailable`.
 //!
 //! # Example
 //!
@@ -54,6 +58,10 @@ pub use time::loom_clock;
 
 pub mod bulkhead;
 pub mod circuit_breaker;
+#[cfg(feature = "grpc")]
+pub mod grpc;
+#[cfg(feature = "http")]
+pub mod http;
 
 /// The error type of every service in this crate: errors of the inner service and this crate's
 /// own errors ([`CircuitOpen`](circuit_breaker::error::CircuitOpen),

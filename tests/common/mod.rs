@@ -1,0 +1,113 @@
+//! Loopback servers for the integration tests: bound to 127.0.0.1 port 0, started and shut
+//! down by each test.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Which protocol the test server speaks (HTTP/2 is prior-knowledge h2c, as gRPC uses).
+#[derive(Clone, Copy, Debug)]
+pub enum Proto {
+    Http1,
+    Http2,
+}
+
+/// A running loopback server; [`shutdown`](TestServer::shutdown) stops it (dropping it aborts it).
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// How many requests reached the server.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting, closes every connection, and waits for the server task.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Serves `handler` on 127.0.0.1:0. The handler gets the request and the number of requests
+/// before it (0 for the first).
+pub async fn serve<F, Fut, B>(proto: Proto, handler: F) -> TestServer
+where
+    F: Fn(Request<Incoming>, usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let counter = hits.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let handler = handler.clone();
+                    let counter = counter.clone();
+                    let svc = hyper::service::service_fn(move |req| {
+                        let n = counter.fetch_add(1, Ordering::SeqCst);
+                        let fut = handler(req, n);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    let io = TokioIo::new(stream);
+                    match proto {
+                        Proto::Http1 => conns.spawn(async move {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(io, svc)
+                                .await;
+                        }),
+                        Proto::Http2 => conns.spawn(async move {
+                            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                .serve_connection(io, svc)
+                                .await;
+                        }),
+                    };
+                }
+            }
+        }
+        conns.shutdown().await;
+    });
+    TestServer {
+        addr,
+        hits,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
