@@ -49,6 +49,7 @@ mod sync;
 
 pub mod bulkhead;
 pub mod circuit_breaker;
+pub mod failover;
 
 /// The error type of every service in this crate: errors of the inner service and this crate's
 /// own errors ([`CircuitOpen`](circuit_breaker::error::CircuitOpen),
