@@ -7,6 +7,11 @@
 //!   and resumes when it recovers. An open circuit is `Pending` (default) or a fast
 //!   [`CircuitOpen`](circuit_breaker::error::CircuitOpen) error (`fail_fast`).
 //! - [`bulkhead`]: bounds how many calls run at once, how many may wait, and for how long.
+//! - [`failover`]: sends each request to the highest-priority service that is ready, so an
+//!   open circuit moves traffic to the next one and a recovered primary takes it back.
+//! - [`keyed`]: one breaker per key taken from the request (provider, host, operation), with a
+//!   bounded number of keys.
+//! - [`health`]: an aggregate health report over named circuits, for a `/health` endpoint.
 //!
 //! # Example
 //!
@@ -50,6 +55,8 @@ mod sync;
 pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod failover;
+pub mod health;
+pub mod keyed;
 
 /// The error type of every service in this crate: errors of the inner service and this crate's
 /// own errors ([`CircuitOpen`](circuit_breaker::error::CircuitOpen),
