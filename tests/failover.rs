@@ -447,3 +447,52 @@ async fn failover_layer_puts_the_primary_first() {
         Some("1")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn http_responses_carry_the_member_that_served_them() {
+    use tower_breaker::failover::ServedBy;
+
+    let member = |name: &'static str, down: Arc<AtomicBool>| {
+        breaker(name, 1, Duration::from_secs(10)).layer(tower::util::BoxCloneSyncService::new(
+            service_fn(move |_: ()| {
+                let down = down.load(Ordering::SeqCst);
+                async move {
+                    if down {
+                        Err::<http::Response<&str>, BoxError>("down".into())
+                    } else {
+                        Ok(http::Response::new(name))
+                    }
+                }
+            }),
+        ))
+    };
+    let primary_down = flag(true);
+    let mut svc = Failover::with_names([
+        ("primary", member("primary", primary_down.clone())),
+        ("backup", member("backup", flag(false))),
+    ])
+    .tag_served_by();
+    assert!(svc.ready().await.unwrap().call(()).await.is_err());
+    let response = svc.ready().await.unwrap().call(()).await.unwrap();
+    let served_by = response.extensions().get::<ServedBy>().unwrap();
+    assert_eq!((served_by.index(), served_by.name()), (1, "backup"));
+    assert_eq!(svc.routes().last_name().as_deref(), Some("backup"));
+
+    primary_down.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let response = svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<ServedBy>().unwrap().name(),
+        "primary"
+    );
+    assert_eq!(*response.body(), "primary");
+}
+
+#[test]
+fn failover_types_are_send_sync_clone() {
+    fn assert_all<T: Send + Sync + Clone + std::fmt::Debug>() {}
+    assert_all::<Failover<CircuitBreaker<Endpoint>>>();
+    assert_all::<FailoverLayer<Endpoint>>();
+    assert_all::<tower_breaker::failover::Routes>();
+    assert_all::<tower_breaker::failover::SkipOpen>();
+}

@@ -301,3 +301,19 @@ async fn invalid_settings_are_errors() {
     );
     assert_eq!(layer.breakers().keys(), vec![12]);
 }
+
+#[test]
+fn keyed_types_are_send_sync_clone() {
+    fn assert_all<T: Send + Sync + Clone + std::fmt::Debug>() {}
+    type Layer = KeyedLayer<&'static str, fn(&Req) -> &'static str>;
+    assert_all::<Layer>();
+    assert_all::<
+        tower_breaker::keyed::Keyed<
+            tower::util::BoxCloneSyncService<Req, &'static str, BoxError>,
+            &'static str,
+            fn(&Req) -> &'static str,
+        >,
+    >();
+    assert_all::<tower_breaker::keyed::Breakers<u64>>();
+    assert_all::<tower_breaker::health::HealthCheck>();
+}

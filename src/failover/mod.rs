@@ -13,8 +13,9 @@
 //!
 //! Which member served a request is reported by a [`Routes`] handle
 //! ([`Failover::routes`]), which keeps working when the `Failover` is moved into a `Buffer`
-//! or a `Balance`; the response type stays the members' own, so `Failover` composes anywhere
-//! a member would.
+//! or a `Balance`, and, for HTTP members, by a [`ServedBy`] response extension
+//! ([`Failover::tag_served_by`]). The response type stays the members' own, so `Failover`
+//! composes anywhere a member would.
 //!
 //! # Example
 //!
@@ -56,38 +57,26 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use pin_project_lite::pin_project;
-use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::circuit_breaker::Handle;
 use crate::BoxError;
 
-pub mod error {
-    //! Errors of [`Failover`](super::Failover).
+pub mod error;
+pub mod future;
+mod layer;
+mod routes;
+mod steer;
 
-    use std::fmt;
+pub use future::ResponseFuture;
+pub use layer::FailoverLayer;
+pub use routes::{Routes, ServedBy, TagServedBy};
+pub use steer::{skip_open, SkipOpen};
 
-    /// [`Failover`](super::Failover) has no member left to call: it was built empty, or every
-    /// member's `poll_ready` has failed.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-    pub struct NoServices(pub(super) ());
-
-    impl fmt::Display for NoServices {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("failover has no service left to call")
-        }
-    }
-
-    impl std::error::Error for NoServices {}
-}
+use routes::{RoutesInner, NO_ROUTE};
 
 /// A priority router over services of one type: each request goes to the first member (in the
 /// order given) that is ready.
@@ -208,6 +197,26 @@ impl<S> Failover<S> {
     pub fn get_ref(&self) -> impl Iterator<Item = &S> {
         self.members.iter().map(|m| &m.service)
     }
+
+    /// Wraps every member so that its `http::Response`s carry a [`ServedBy`] extension (the
+    /// member's index and name). The response type stays `http::Response<B>`; the [`Routes`]
+    /// handle is kept.
+    pub fn tag_served_by(self) -> Failover<TagServedBy<S>> {
+        let names = &self.routes.inner.names;
+        Failover {
+            members: self
+                .members
+                .into_iter()
+                .enumerate()
+                .map(|(index, m)| Member {
+                    service: TagServedBy::new(m.service, index, names[index].clone()),
+                    retired: m.retired,
+                })
+                .collect(),
+            ready: None,
+            routes: self.routes,
+        }
+    }
 }
 
 impl<S, Req> Service<Req> for Failover<S>
@@ -258,9 +267,7 @@ where
             .take()
             .expect("Failover::call without a ready poll_ready; call poll_ready first");
         self.routes.record(index);
-        ResponseFuture {
-            future: self.members[index].service.call(request),
-        }
+        ResponseFuture::new(self.members[index].service.call(request))
     }
 }
 
@@ -293,251 +300,5 @@ impl<S: fmt::Debug> fmt::Debug for Failover<S> {
             .field("members", &members)
             .field("ready", &self.ready)
             .finish_non_exhaustive()
-    }
-}
-
-pin_project! {
-    /// Response future of [`Failover`]: the chosen member's future, with its error boxed.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        future: F,
-    }
-}
-
-impl<F, T, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project()
-            .future
-            .poll(cx)
-            .map(|r| r.map_err(Into::into))
-    }
-}
-
-impl<F> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-const NO_ROUTE: usize = usize::MAX;
-
-/// Which member of a [`Failover`] served each request: the last route and a count per member.
-///
-/// Cheap to clone, `Send + Sync`; shared by every clone of the `Failover` it came from, so it
-/// keeps reporting after the `Failover` moves into a `Buffer` or `Balance`. Under concurrent
-/// callers, [`last`](Routes::last) is the most recent dispatch of any of them.
-#[derive(Clone)]
-pub struct Routes {
-    inner: Arc<RoutesInner>,
-}
-
-struct RoutesInner {
-    names: Vec<Arc<str>>,
-    last: AtomicUsize,
-    served: Vec<AtomicU64>,
-}
-
-impl Routes {
-    fn record(&self, index: usize) {
-        self.inner.last.store(index, Ordering::Relaxed);
-        self.inner.served[index].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The index of the member that served the latest call, if any.
-    pub fn last(&self) -> Option<usize> {
-        match self.inner.last.load(Ordering::Relaxed) {
-            NO_ROUTE => None,
-            index => Some(index),
-        }
-    }
-
-    /// The name of the member that served the latest call, if any.
-    pub fn last_name(&self) -> Option<String> {
-        self.last().map(|i| self.inner.names[i].to_string())
-    }
-
-    /// The name of member `index`.
-    pub fn name(&self, index: usize) -> Option<&str> {
-        self.inner.names.get(index).map(|n| &**n)
-    }
-
-    /// How many calls each member has served, in priority order.
-    pub fn served(&self) -> Vec<u64> {
-        self.inner
-            .served
-            .iter()
-            .map(|n| n.load(Ordering::Relaxed))
-            .collect()
-    }
-}
-
-impl fmt::Debug for Routes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Routes")
-            .field("names", &self.inner.names)
-            .field("last", &self.last())
-            .field("served", &self.served())
-            .finish()
-    }
-}
-
-/// Puts a service in front of fallbacks: `layer(primary)` makes a [`Failover`] over the
-/// primary followed by clones of the fallbacks, all of one service type (box them, or use
-/// `tower::util::Either`, when they differ).
-///
-/// ```
-/// use tower::{service_fn, ServiceBuilder, util::BoxCloneSyncService};
-/// use tower_breaker::failover::FailoverLayer;
-///
-/// type Svc = BoxCloneSyncService<u32, u32, tower_breaker::BoxError>;
-/// let backup: Svc = BoxCloneSyncService::new(service_fn(|x: u32| async move { Ok(x + 1) }));
-/// let primary: Svc = BoxCloneSyncService::new(service_fn(|x: u32| async move { Ok(x) }));
-/// let svc = ServiceBuilder::new()
-///     .layer(FailoverLayer::with_names("primary", [("backup", backup)]))
-///     .service(primary);
-/// assert_eq!(svc.routes().name(1), Some("backup"));
-/// ```
-#[derive(Clone)]
-pub struct FailoverLayer<S> {
-    primary_name: Arc<str>,
-    fallbacks: Vec<(Arc<str>, S)>,
-}
-
-impl<S> FailoverLayer<S> {
-    /// Fallbacks in priority order, named by their index in the resulting `Failover`.
-    pub fn new(fallbacks: impl IntoIterator<Item = S>) -> Self {
-        FailoverLayer {
-            primary_name: Arc::from("0"),
-            fallbacks: fallbacks
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| (Arc::from((i + 1).to_string()), s))
-                .collect(),
-        }
-    }
-
-    /// Named fallbacks in priority order, and the name of the primary.
-    pub fn with_names<N: Into<String>>(
-        primary: impl Into<String>,
-        fallbacks: impl IntoIterator<Item = (N, S)>,
-    ) -> Self {
-        FailoverLayer {
-            primary_name: Arc::from(primary.into()),
-            fallbacks: fallbacks
-                .into_iter()
-                .map(|(n, s)| (Arc::from(n.into()), s))
-                .collect(),
-        }
-    }
-}
-
-impl<S: Clone> Layer<S> for FailoverLayer<S> {
-    type Service = Failover<S>;
-
-    fn layer(&self, primary: S) -> Failover<S> {
-        let (names, services) = std::iter::once((self.primary_name.clone(), primary))
-            .chain(self.fallbacks.iter().cloned())
-            .unzip();
-        Failover::from_parts(services, names)
-    }
-}
-
-impl<S> fmt::Debug for FailoverLayer<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<_> = std::iter::once(&self.primary_name)
-            .chain(self.fallbacks.iter().map(|(n, _)| n))
-            .collect();
-        f.debug_struct("FailoverLayer")
-            .field("names", &names)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A [`tower::steer::Picker`] that sends each request to the first service whose circuit is
-/// admitting; see [`skip_open`].
-#[derive(Clone)]
-pub struct SkipOpen {
-    handles: Vec<Handle>,
-}
-
-/// A `Steer` picker over fail-fast breakers: `handles[i]` is the circuit of `Steer`'s service
-/// `i` (the order given to [`Steer::new`](tower::steer::Steer::new)).
-///
-/// Each request goes to the first service whose circuit [is
-/// admitting](Handle::is_admitting) (closed, disabled, or half-open with a free probe permit).
-/// When none is, it goes to the one whose circuit will admit soonest (the smallest
-/// `retry_after`; a forced-open circuit never), so its fail-fast breaker answers at once with a
-/// [`CircuitOpen`](crate::circuit_breaker::error::CircuitOpen) error carrying the earliest
-/// `retry_after`. A service without a handle (an index past `handles`) is treated as always
-/// admitting.
-///
-/// Use it with **fail-fast** breakers: `Steer` polls every service until all are ready, and a
-/// default-mode breaker with an open circuit is `Pending`, which would block `Steer` entirely.
-///
-/// ```
-/// use tower::{service_fn, steer::Steer, Service, ServiceExt};
-/// use tower_layer::Layer;
-/// use tower_breaker::circuit_breaker::CircuitBreakerLayer;
-/// use tower_breaker::failover::skip_open;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let primary = CircuitBreakerLayer::builder().name("primary").fail_fast().build().unwrap();
-/// let backup = CircuitBreakerLayer::builder().name("backup").fail_fast().build().unwrap();
-/// let picker = skip_open([primary.handle(), backup.handle()]);
-/// primary.handle().force_open();
-///
-/// let svc = |n: u32| service_fn(move |_: ()| async move { Ok::<_, std::io::Error>(n) });
-/// let mut steer = Steer::new(vec![primary.layer(svc(1)), backup.layer(svc(2))], picker);
-/// assert_eq!(steer.ready().await.unwrap().call(()).await.unwrap(), 2);
-/// # }
-/// ```
-pub fn skip_open(handles: impl IntoIterator<Item = Handle>) -> SkipOpen {
-    SkipOpen {
-        handles: handles.into_iter().collect(),
-    }
-}
-
-impl SkipOpen {
-    fn choose(&self, len: usize) -> usize {
-        if len == 0 {
-            return 0;
-        }
-        let mut soonest: Option<(usize, Duration)> = None;
-        for index in 0..len {
-            let Some(handle) = self.handles.get(index) else {
-                return index;
-            };
-            if handle.is_admitting() {
-                return index;
-            }
-            if let Some(wait) = handle.stats().retry_after {
-                if soonest.is_none_or(|(_, best)| wait < best) {
-                    soonest = Some((index, wait));
-                }
-            }
-        }
-        soonest.map_or(0, |(index, _)| index)
-    }
-}
-
-impl<S, Req> tower::steer::Picker<S, Req> for SkipOpen {
-    fn pick(&mut self, _request: &Req, services: &[S]) -> usize {
-        self.choose(services.len())
-    }
-}
-
-impl fmt::Debug for SkipOpen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.handles.iter().map(|h| h.name()).collect();
-        f.debug_struct("SkipOpen")
-            .field("circuits", &names)
-            .finish()
     }
 }
