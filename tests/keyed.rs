@@ -317,3 +317,28 @@ fn keyed_types_are_send_sync_clone() {
     assert_all::<tower_breaker::keyed::Breakers<u64>>();
     assert_all::<tower_breaker::health::HealthCheck>();
 }
+
+#[tokio::test]
+async fn configure_may_call_back_into_the_registry() {
+    use std::sync::{Arc, OnceLock};
+    use tower_breaker::keyed::Breakers;
+
+    let cell: Arc<OnceLock<Breakers<u64>>> = Arc::new(OnceLock::new());
+    let seen = cell.clone();
+    let layer = KeyedLayer::builder(|r: &FloodReq| r.0)
+        .configure(move |_, b| {
+            // Runs without the registry's lock held.
+            let known = seen.get().map_or(0, |breakers| breakers.len());
+            b.consecutive_failures(known as u32 + 1)
+        })
+        .build()
+        .unwrap();
+    cell.set(layer.breakers()).ok();
+    let mut svc = layer.layer(service_fn(|(k, _): FloodReq| async move {
+        Ok::<_, BoxError>(k)
+    }));
+    for key in 0..3 {
+        svc.ready().await.unwrap().call((key, false)).await.unwrap();
+    }
+    assert_eq!(layer.breakers().len(), 3);
+}

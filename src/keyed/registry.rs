@@ -49,9 +49,23 @@ struct Entry<C> {
     pinned: bool,
 }
 
+/// What one call needs from an entry: the circuit, the classifier and an in-flight marker.
+type Parts<C> = (Arc<Shared>, C, Arc<()>);
+
 impl<C> Entry<C> {
     fn busy(&self) -> bool {
         Arc::strong_count(&self.in_flight) > 1
+    }
+
+    fn parts(&self) -> Parts<C>
+    where
+        C: Clone,
+    {
+        (
+            self.shared.clone(),
+            self.classifier.clone(),
+            self.in_flight.clone(),
+        )
     }
 }
 
@@ -80,12 +94,12 @@ impl<K, C> Breakers<K, C> {
     }
 
     /// The key's circuit, classifier and in-flight marker for one call.
-    pub(super) fn checkout(&self, key: K) -> Result<(Arc<Shared>, C, Arc<()>), ConfigError>
+    pub(super) fn checkout(&self, key: K) -> Result<Parts<C>, ConfigError>
     where
         K: Hash + Eq + Clone + fmt::Display,
         C: Clone,
     {
-        self.inner.checkout(key)
+        self.inner.checkout(key, false)
     }
 }
 
@@ -94,13 +108,10 @@ where
     K: Hash + Eq + Clone + fmt::Display,
     C: Clone,
 {
-    fn build_entry(
-        &self,
-        key: &K,
-        seq: u64,
-        now: Instant,
-        pinned: bool,
-    ) -> Result<Entry<C>, ConfigError> {
+    /// Builds `key`'s entry (not inserted yet). Runs the user's `configure`, so it is called
+    /// without the map lock held (a `configure` that calls back into the registry must not
+    /// deadlock).
+    fn build_entry(&self, key: &K, now: Instant, pinned: bool) -> Result<Entry<C>, ConfigError> {
         let mut builder = self.base.clone().name(key.to_string());
         if let Some(configure) = &self.configure {
             builder = configure(key, builder);
@@ -111,34 +122,44 @@ where
             classifier,
             in_flight: Arc::new(()),
             last_used: now,
-            seq,
+            seq: 0,
             pinned,
         })
     }
 
-    /// The key's circuit for one call, built (and room made for it) on first use.
-    fn checkout(&self, key: K) -> Result<(Arc<Shared>, C, Arc<()>), ConfigError> {
-        let now = Instant::now();
-        let mut map = lock(&self.state);
-        if let Some(entry) = map.entries.get_mut(&key) {
-            entry.last_used = now;
-            return Ok((
-                entry.shared.clone(),
-                entry.classifier.clone(),
-                entry.in_flight.clone(),
-            ));
+    /// An existing entry's parts, marking it used (and pinned, with `pin`).
+    fn lookup(map: &mut Map<K, C>, key: &K, now: Instant, pin: bool) -> Option<Parts<C>> {
+        let entry = map.entries.get_mut(key)?;
+        entry.last_used = now;
+        if pin && !entry.pinned {
+            entry.pinned = true;
+            map.unpinned -= 1;
         }
-        let seq = map.next_seq;
-        let entry = self.build_entry(&key, seq, now, false)?;
+        Some(entry.parts())
+    }
+
+    /// The key's circuit for one call (or for [`Breakers::register`], with `pin`), built (and
+    /// room made for it) on first use.
+    fn checkout(&self, key: K, pin: bool) -> Result<Parts<C>, ConfigError> {
+        let now = Instant::now();
+        if let Some(parts) = Self::lookup(&mut lock(&self.state), &key, now, pin) {
+            return Ok(parts);
+        }
+        let mut entry = self.build_entry(&key, now, pin)?;
+        let mut guard = lock(&self.state);
+        let map = &mut *guard;
+        // Another caller may have built it meanwhile: theirs wins, ours is dropped unused.
+        if let Some(parts) = Self::lookup(map, &key, now, pin) {
+            return Ok(parts);
+        }
+        entry.seq = map.next_seq;
         map.next_seq += 1;
-        self.make_room(&mut map, now);
-        let parts = (
-            entry.shared.clone(),
-            entry.classifier.clone(),
-            entry.in_flight.clone(),
-        );
+        if !pin {
+            self.make_room(map, now);
+            map.unpinned += 1;
+        }
+        let parts = entry.parts();
         map.entries.insert(key, entry);
-        map.unpinned += 1;
         Ok(parts)
     }
 
@@ -193,22 +214,8 @@ where
     /// destinations (the seed's three providers), so they are listed and reported before their
     /// first call.
     pub fn register(&self, key: K) -> Result<Handle, ConfigError> {
-        let now = Instant::now();
-        let mut guard = lock(&self.inner.state);
-        let map = &mut *guard;
-        if let Some(entry) = map.entries.get_mut(&key) {
-            if !entry.pinned {
-                entry.pinned = true;
-                map.unpinned -= 1;
-            }
-            return Ok(Handle::new(entry.shared.clone()));
-        }
-        let seq = map.next_seq;
-        let entry = self.inner.build_entry(&key, seq, now, true)?;
-        map.next_seq += 1;
-        let handle = Handle::new(entry.shared.clone());
-        map.entries.insert(key, entry);
-        Ok(handle)
+        let (shared, _, _) = self.inner.checkout(key, true)?;
+        Ok(Handle::new(shared))
     }
 
     /// Evicts every key with no call in flight and no call for the
