@@ -496,3 +496,53 @@ fn failover_types_are_send_sync_clone() {
     assert_all::<tower_breaker::failover::Routes>();
     assert_all::<tower_breaker::failover::SkipOpen>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn steer_with_skip_open_returns_to_the_primary_after_recovery() {
+    use tower::steer::Steer;
+
+    // The seed's probe settings: 3 probes per half-open phase, 3 successes close.
+    let fail_fast = |name: &str| {
+        CircuitBreakerLayer::builder()
+            .name(name)
+            .consecutive_failures(3)
+            .open_duration(Duration::from_secs(30))
+            .half_open_permits(3)
+            .success_threshold(3)
+            .fail_fast()
+            .build()
+            .unwrap()
+    };
+    let (primary, backup) = (fail_fast("primary"), fail_fast("backup"));
+    let primary_down = flag(true);
+    let mut steer = Steer::new(
+        vec![
+            primary.layer(endpoint("primary", primary_down.clone())),
+            backup.layer(endpoint("backup", flag(false))),
+        ],
+        skip_open([primary.handle(), backup.handle()]),
+    );
+    for i in 0..3 {
+        assert!(send(&mut steer, i).await.is_err());
+    }
+    assert_eq!(primary.handle().state(), State::Open);
+    for i in 0..5 {
+        assert_eq!(send(&mut steer, 10 + i).await.unwrap(), "backup");
+    }
+
+    primary_down.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let mut routes = Vec::new();
+    for i in 0..10 {
+        routes.push(send(&mut steer, 20 + i).await.map_err(|e| e.to_string()));
+    }
+    // At most the first request is lost: Steer still holds the primary's readiness from when
+    // its circuit was open (fail-fast readiness is sticky), so that call fails fast once.
+    let errors = routes.iter().filter(|r| r.is_err()).count();
+    assert!(errors <= 1, "{routes:?}");
+    assert!(
+        routes[1..].iter().all(|r| r == &Ok("primary")),
+        "{routes:?}"
+    );
+    assert_eq!(primary.handle().state(), State::Closed);
+}

@@ -3,10 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::circuit_breaker::Handle;
+use crate::circuit_breaker::{Handle, State};
 
 /// A [`tower::steer::Picker`] that sends each request to the first service whose circuit is
-/// admitting; see [`skip_open`].
+/// not open; see [`skip_open`].
 #[derive(Clone)]
 pub struct SkipOpen {
     handles: Vec<Handle>,
@@ -15,16 +15,25 @@ pub struct SkipOpen {
 /// A `Steer` picker over fail-fast breakers: `handles[i]` is the circuit of `Steer`'s service
 /// `i` (the order given to [`Steer::new`](tower::steer::Steer::new)).
 ///
-/// Each request goes to the first service whose circuit [is
-/// admitting](Handle::is_admitting) (closed, disabled, or half-open with a free probe permit).
-/// When none is, it goes to the one whose circuit will admit soonest (the smallest
-/// `retry_after`; a forced-open circuit never), so its fail-fast breaker answers at once with a
+/// Each request goes to the first service whose circuit is not open: closed, disabled or
+/// **half-open** (the seed's `state != OPEN`). When every circuit is open, it goes to the one
+/// that will admit soonest (the smallest `retry_after`; a forced-open circuit never), so its
+/// fail-fast breaker answers at once with a
 /// [`CircuitOpen`](crate::circuit_breaker::error::CircuitOpen) error carrying the earliest
-/// `retry_after`. A service without a handle (an index past `handles`) is treated as always
-/// admitting.
+/// `retry_after`. A service without a handle (an index past `handles`) is treated as never open.
 ///
 /// Use it with **fail-fast** breakers: `Steer` polls every service until all are ready, and a
 /// default-mode breaker with an open circuit is `Pending`, which would block `Steer` entirely.
+///
+/// Why half-open counts as available, rather than [`Handle::is_admitting`] (a free probe
+/// permit): `Steer` reserves readiness on every service, so its own service usually holds one
+/// of the half-open circuit's permits; skipping a circuit whose permits are all reserved would
+/// skip the very service holding the last permit, and the circuit would never close. The cost
+/// is at most one fast [`CircuitOpen`](crate::circuit_breaker::error::CircuitOpen) error per
+/// recovery: `Steer` re-polls a service only after calling it, and a fail-fast breaker's
+/// readiness is sticky, so the first request to a circuit that half-opened after `Steer` last
+/// polled it is rejected, and the next ones probe. For exact, wait-instead-of-fail routing, use
+/// [`Failover`](super::Failover) with default-mode breakers.
 ///
 /// ```
 /// use tower::{service_fn, steer::Steer, Service, ServiceExt};
@@ -60,7 +69,7 @@ impl SkipOpen {
             let Some(handle) = self.handles.get(index) else {
                 return index;
             };
-            if handle.is_admitting() {
+            if !matches!(handle.state(), State::Open | State::ForcedOpen) {
                 return index;
             }
             if let Some(wait) = handle.stats().retry_after {
