@@ -96,6 +96,8 @@ async fn call_goes_to_the_first_ready_member_in_priority_order() {
     assert_eq!(fut.await.unwrap(), "a");
     assert_eq!(routes.last(), Some(0));
     assert_eq!(routes.served(), vec![1, 1, 1]);
+    assert_eq!(failover.services().count(), 3);
+    assert_eq!(failover.len(), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -545,4 +547,33 @@ async fn steer_with_skip_open_returns_to_the_primary_after_recovery() {
         "{routes:?}"
     );
     assert_eq!(primary.handle().state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn inside_buffer_a_waiting_request_is_sent_when_the_primary_admits_again() {
+    let primary_down = flag(true);
+    let primary = breaker("primary", 1, Duration::from_secs(10));
+    let (backup, mut backup_handle) = tower_test::mock::pair::<u32, &'static str>();
+    backup_handle.allow(0);
+    let backup = tower::util::BoxCloneSyncService::new(backup.map_err(|_| "backup failed"));
+    let failover = Failover::new([
+        primary.layer(endpoint("primary", primary_down.clone())),
+        primary_layer_passthrough().layer(backup),
+    ]);
+    let routes = failover.routes();
+    let mut buffered = tower::buffer::Buffer::new(failover, 4);
+    assert!(send(&mut buffered, 0).await.is_err());
+    assert_eq!(primary.handle().state(), State::Open);
+    primary_down.store(false, Ordering::SeqCst);
+
+    let started = tokio::time::Instant::now();
+    // The Buffer's worker waits on the Failover, which is woken by the primary's open deadline
+    // (the paused clock jumps there once everything is idle).
+    assert_eq!(send(&mut buffered, 1).await.unwrap(), "primary");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(10),
+        "sent at the open deadline"
+    );
+    assert_eq!(routes.served(), vec![2, 0]);
 }

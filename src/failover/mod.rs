@@ -194,8 +194,13 @@ impl<S> Failover<S> {
     }
 
     /// The member services, highest priority first.
-    pub fn get_ref(&self) -> impl Iterator<Item = &S> {
+    pub fn services(&self) -> impl Iterator<Item = &S> {
         self.members.iter().map(|m| &m.service)
+    }
+
+    /// The member services, mutably, highest priority first.
+    pub fn services_mut(&mut self) -> impl Iterator<Item = &mut S> {
+        self.members.iter_mut().map(|m| &mut m.service)
     }
 
     /// Wraps every member so that its `http::Response`s carry a [`ServedBy`] extension (the
