@@ -342,3 +342,29 @@ async fn configure_may_call_back_into_the_registry() {
     }
     assert_eq!(layer.breakers().len(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_key_is_evicted_only_when_every_key_is_busy_and_its_call_still_finishes() {
+    let (inner, mut handle) = tower_test::mock::pair::<FloodReq, u64>();
+    let layer = flood_layer(1);
+    let breakers = layer.breakers();
+    let mut svc = layer.layer(inner);
+    handle.allow(10);
+
+    let first = svc.ready().await.unwrap().call((1, false));
+    let (_, respond_first) = handle.next_request().await.unwrap();
+    let old_circuit = breakers.handle(&1).unwrap();
+    // Key 2 needs room and key 1 is the only candidate, though busy: memory stays bounded.
+    let second = svc.ready().await.unwrap().call((2, false));
+    let (_, respond_second) = handle.next_request().await.unwrap();
+    assert_eq!(breakers.keys(), vec![2]);
+    assert_eq!(breakers.evicted(), 1);
+
+    // The evicted key's call completes and is recorded on the circuit it started on.
+    respond_first.send_response(1);
+    respond_second.send_response(2);
+    assert_eq!(first.await.unwrap(), 1);
+    assert_eq!(second.await.unwrap(), 2);
+    assert_eq!(old_circuit.stats().successful_calls, 1);
+    assert!(breakers.handle(&1).is_none());
+}

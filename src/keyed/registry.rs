@@ -186,6 +186,7 @@ where
                     map.entries.remove(&key);
                     map.unpinned -= 1;
                     self.evicted.fetch_add(1, Ordering::Relaxed);
+                    trace_debug!(%key, max_keys = self.max_keys, "keyed breaker evicted a key");
                 }
                 None => break,
             }
