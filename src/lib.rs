@@ -11,6 +11,11 @@
 //!   the end of the response body, `CircuitOpen` as a `503` response.
 //! - `grpc` (feature `grpc`): `grpc-status` classification from headers and trailers,
 //!   `CircuitOpen` as `tonic::Status::unavailable`.
+//! - [`failover`]: sends each request to the highest-priority service that is ready, so an
+//!   open circuit moves traffic to the next one and a recovered primary takes it back.
+//! - [`keyed`]: one breaker per key taken from the request (provider, host, operation), with a
+//!   bounded number of keys.
+//! - [`health`]: an aggregate health report over named circuits, for a `/health` endpoint.
 //!
 //! # Example
 //!
@@ -58,10 +63,13 @@ pub use time::loom_clock;
 
 pub mod bulkhead;
 pub mod circuit_breaker;
+pub mod failover;
 #[cfg(feature = "grpc")]
 pub mod grpc;
+pub mod health;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod keyed;
 
 /// The error type of every service in this crate: errors of the inner service and this crate's
 /// own errors ([`CircuitOpen`](circuit_breaker::error::CircuitOpen),

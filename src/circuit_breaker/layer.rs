@@ -53,6 +53,11 @@ impl<C> CircuitBreakerLayer<C> {
         Handle::new(self.shared.clone())
     }
 
+    /// The circuit and the classifier, for `keyed` (which builds one layer per key).
+    pub(crate) fn into_parts(self) -> (Arc<Shared>, C) {
+        (self.shared, self.classifier)
+    }
+
     #[cfg(test)]
     pub(crate) fn config(&self) -> &Config {
         &self.shared.config

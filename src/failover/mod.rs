@@ -1,0 +1,309 @@
+//! Readiness-aware failover: send each request to the highest-priority service that is ready.
+//!
+//! [`Failover`] holds an ordered list of services (primary first). Its `poll_ready` is ready as
+//! soon as *any* member is ready and never waits on one that is not, and `call` goes to the
+//! first ready member. Put a default-mode [`CircuitBreaker`](crate::circuit_breaker::CircuitBreaker)
+//! around each member: an open circuit is `Pending`, so traffic moves to the next member, and
+//! because every member polled `Pending` has registered the task's waker, the task is woken the
+//! moment the primary's circuit admits again, and the next request goes back to the primary.
+//!
+//! This is what tower's `Steer` cannot do: `Steer` waits until *every* service is ready, so one
+//! open circuit blocks every request. For users who keep `Steer` with fail-fast breakers,
+//! [`skip_open`] is a `Steer` picker that skips services whose circuit is not admitting.
+//!
+//! Which member served a request is reported by a [`Routes`] handle
+//! ([`Failover::routes`]), which keeps working when the `Failover` is moved into a `Buffer`
+//! or a `Balance`, and, for HTTP members, by a [`ServedBy`] response extension
+//! ([`Failover::tag_served_by`]). The response type stays the members' own, so `Failover`
+//! composes anywhere a member would.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, Service, ServiceExt};
+//! use tower_layer::Layer;
+//! use tower_breaker::circuit_breaker::CircuitBreakerLayer;
+//! use tower_breaker::failover::Failover;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_breaker::BoxError> {
+//! let provider = |name: &'static str, up: bool| {
+//!     let breaker = CircuitBreakerLayer::builder()
+//!         .name(name)
+//!         .consecutive_failures(2)
+//!         .open_duration(Duration::from_secs(60))
+//!         .build()
+//!         .unwrap();
+//!     breaker.layer(service_fn(move |prompt: String| async move {
+//!         if up { Ok(format!("{name}: {prompt}")) } else { Err(format!("{name} is down")) }
+//!     }))
+//! };
+//! let mut llm = Failover::with_names([
+//!     ("openai", provider("openai", false)),
+//!     ("anthropic", provider("anthropic", true)),
+//! ]);
+//! let routes = llm.routes();
+//!
+//! // The primary fails twice and its circuit opens...
+//! for _ in 0..2 {
+//!     assert!(llm.ready().await?.call("hi".into()).await.is_err());
+//! }
+//! // ...then requests go to the next provider without waiting.
+//! assert_eq!(llm.ready().await?.call("hi".into()).await?, "anthropic: hi");
+//! assert_eq!(routes.last_name().as_deref(), Some("anthropic"));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+use crate::BoxError;
+
+pub mod error;
+pub mod future;
+mod layer;
+mod routes;
+mod steer;
+
+pub use future::ResponseFuture;
+pub use layer::FailoverLayer;
+pub use routes::{Routes, ServedBy, TagServedBy};
+pub use steer::{skip_open, SkipOpen};
+
+use routes::{RoutesInner, NO_ROUTE};
+
+/// A priority router over services of one type: each request goes to the first member (in the
+/// order given) that is ready.
+///
+/// # `poll_ready`
+///
+/// Members are polled in priority order, and polling stops at the first one that is ready (a
+/// lower-priority member is not asked to reserve anything while a higher one is ready). Every
+/// member polled `Pending` has registered the task's waker, so the task is woken as soon as any
+/// of them may be ready — for a default-mode breaker, when its circuit admits again — and the
+/// next `poll_ready` starts from the primary again.
+///
+/// - Ready when any member is ready; `call` then goes to that member.
+/// - `Pending` while no member is ready. With default-mode breakers on every member and every
+///   circuit open, this **waits**: the task is woken at the earliest open deadline (or manual
+///   close) among the members, and the request goes to that member.
+/// - A member whose `poll_ready` returns `Err` is **retired**: tower treats that error as
+///   terminal for the member (a `Buffer` whose worker died never recovers), so `Failover`
+///   never polls or calls it again and goes on with the others (a `tracing` warning names
+///   it). `poll_ready` fails only when no member is left: with the last member's error, or
+///   with [`NoServices`](error::NoServices) when the list was empty.
+///
+/// Use default-mode breakers (not `fail_fast`) on the members: a fail-fast breaker is always
+/// ready, so `Failover` would keep choosing it and its calls would fail with `CircuitOpen`.
+///
+/// Readiness is reserved on at most the chosen member per `poll_ready`; if a later `poll_ready`
+/// chooses a higher-priority member, whatever the earlier choice reserved (a half-open probe
+/// permit, a concurrency permit) stays with this `Failover`'s member until it is called or
+/// dropped, as with any tower service that is polled ready and not called.
+///
+/// # `call`
+///
+/// Goes to the member chosen by the last `poll_ready` and records the route in [`Routes`].
+/// Panics if `poll_ready` has not returned `Ready(Ok(()))` since the last `call`, like tower's
+/// own middleware.
+///
+/// Clones share one [`Routes`] and clone every member.
+pub struct Failover<S> {
+    members: Vec<Member<S>>,
+    ready: Option<usize>,
+    routes: Routes,
+}
+
+struct Member<S> {
+    service: S,
+    retired: bool,
+}
+
+impl<S> Failover<S> {
+    /// A failover over `services`, highest priority first, named by their index
+    /// (`"0"`, `"1"`, ...).
+    pub fn new(services: impl IntoIterator<Item = S>) -> Self {
+        let services: Vec<S> = services.into_iter().collect();
+        let names = (0..services.len())
+            .map(|i| Arc::from(i.to_string()))
+            .collect();
+        Self::from_parts(services, names)
+    }
+
+    /// A failover over named services, highest priority first. The names appear in
+    /// [`Routes::last_name`] and `tracing` events.
+    pub fn with_names<N: Into<String>>(services: impl IntoIterator<Item = (N, S)>) -> Self {
+        let (names, services): (Vec<Arc<str>>, Vec<S>) = services
+            .into_iter()
+            .map(|(name, service)| (Arc::from(name.into()), service))
+            .unzip();
+        Self::from_parts(services, names)
+    }
+
+    fn from_parts(services: Vec<S>, names: Vec<Arc<str>>) -> Self {
+        let served = (0..services.len()).map(|_| AtomicU64::new(0)).collect();
+        Failover {
+            members: services
+                .into_iter()
+                .map(|service| Member {
+                    service,
+                    retired: false,
+                })
+                .collect(),
+            ready: None,
+            routes: Routes {
+                inner: Arc::new(RoutesInner {
+                    names,
+                    last: AtomicUsize::new(NO_ROUTE),
+                    served,
+                }),
+            },
+        }
+    }
+
+    /// The handle reporting which member served each request. Shared by every clone; keep one
+    /// before moving the `Failover` into a `Buffer` or `Balance`.
+    pub fn routes(&self) -> Routes {
+        self.routes.clone()
+    }
+
+    /// The index of the member that served the last call made through any clone, if any.
+    pub fn last_route(&self) -> Option<usize> {
+        self.routes.last()
+    }
+
+    /// The number of members (retired ones included).
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the failover has no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Whether member `index` has been retired after its `poll_ready` failed.
+    pub fn is_retired(&self, index: usize) -> bool {
+        self.members.get(index).is_some_and(|m| m.retired)
+    }
+
+    /// The member services, highest priority first.
+    pub fn services(&self) -> impl Iterator<Item = &S> {
+        self.members.iter().map(|m| &m.service)
+    }
+
+    /// The member services, mutably, highest priority first.
+    pub fn services_mut(&mut self) -> impl Iterator<Item = &mut S> {
+        self.members.iter_mut().map(|m| &mut m.service)
+    }
+
+    /// Wraps every member so that its `http::Response`s carry a [`ServedBy`] extension (the
+    /// member's index and name). The response type stays `http::Response<B>`; the [`Routes`]
+    /// handle is kept.
+    pub fn tag_served_by(self) -> Failover<TagServedBy<S>> {
+        let names = &self.routes.inner.names;
+        Failover {
+            members: self
+                .members
+                .into_iter()
+                .enumerate()
+                .map(|(index, m)| Member {
+                    service: TagServedBy::new(m.service, index, names[index].clone()),
+                    retired: m.retired,
+                })
+                .collect(),
+            ready: None,
+            routes: self.routes,
+        }
+    }
+}
+
+impl<S, Req> Service<Req> for Failover<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.ready = None;
+        let mut last_error = None;
+        for (index, member) in self.members.iter_mut().enumerate() {
+            if member.retired {
+                continue;
+            }
+            match member.service.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.ready = Some(index);
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending => {}
+                Poll::Ready(Err(error)) => {
+                    let error: BoxError = error.into();
+                    member.retired = true;
+                    trace_warn!(
+                        member = %self.routes.inner.names[index],
+                        %error,
+                        "failover member failed poll_ready and is retired"
+                    );
+                    last_error = Some(error);
+                }
+            }
+        }
+        if self.members.iter().all(|m| m.retired) {
+            return Poll::Ready(Err(
+                last_error.unwrap_or_else(|| Box::new(error::NoServices(())))
+            ));
+        }
+        Poll::Pending
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let index = self
+            .ready
+            .take()
+            .expect("Failover::call without a ready poll_ready; call poll_ready first");
+        self.routes.record(index);
+        ResponseFuture::new(self.members[index].service.call(request))
+    }
+}
+
+impl<S: Clone> Clone for Failover<S> {
+    fn clone(&self) -> Self {
+        Failover {
+            members: self
+                .members
+                .iter()
+                .map(|m| Member {
+                    service: m.service.clone(),
+                    retired: m.retired,
+                })
+                .collect(),
+            ready: None,
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Failover<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let members: Vec<_> = self
+            .members
+            .iter()
+            .zip(self.routes.inner.names.iter())
+            .map(|(m, name)| (name, &m.service, m.retired))
+            .collect();
+        f.debug_struct("Failover")
+            .field("members", &members)
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
+}

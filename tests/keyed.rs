@@ -1,0 +1,370 @@
+//! Per-key breakers: isolation, per-key settings, availability, handles and bounded keys.
+
+use std::time::Duration;
+
+use tokio_test::assert_ready_ok;
+use tower::{service_fn, Service, ServiceExt};
+use tower_breaker::circuit_breaker::{error::CircuitOpen, CircuitBreakerLayer, State};
+use tower_breaker::keyed::KeyedLayer;
+use tower_breaker::BoxError;
+use tower_layer::Layer;
+
+/// A request for `key` that fails when the flag is set.
+type Req = (&'static str, bool);
+
+fn llm_layer() -> KeyedLayer<&'static str, fn(&Req) -> &'static str> {
+    KeyedLayer::builder((|r: &Req| r.0) as fn(&Req) -> &'static str)
+        .breaker(
+            CircuitBreakerLayer::builder()
+                .consecutive_failures(5)
+                .open_duration(Duration::from_secs(60))
+                .half_open_permits(1)
+                .success_threshold(1),
+        )
+        .configure(|key, b| match *key {
+            "anthropic" => b
+                .consecutive_failures(3)
+                .open_duration(Duration::from_secs(120)),
+            _ => b,
+        })
+        .build()
+        .unwrap()
+}
+
+fn provider() -> impl Service<Req, Response = &'static str, Error = &'static str> + Clone {
+    service_fn(|(key, fail): Req| async move {
+        if fail {
+            Err("provider failed")
+        } else {
+            Ok(key)
+        }
+    })
+}
+
+async fn send<S: Service<Req, Error = BoxError>>(
+    svc: &mut S,
+    req: Req,
+) -> Result<S::Response, BoxError> {
+    svc.ready().await?.call(req).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_key_has_its_own_circuit_with_its_own_settings() {
+    let layer = llm_layer();
+    let breakers = layer.breakers();
+    let mut svc = layer.layer(provider());
+
+    for _ in 0..3 {
+        assert!(send(&mut svc, ("anthropic", true)).await.is_err());
+        assert!(send(&mut svc, ("openai", true)).await.is_err());
+    }
+    assert_eq!(send(&mut svc, ("azure", false)).await.unwrap(), "azure");
+
+    // anthropic trips after 3 failures; openai (5) does not.
+    let anthropic = breakers.handle(&"anthropic").unwrap();
+    assert_eq!(anthropic.state(), State::Open);
+    assert_eq!(anthropic.name(), "anthropic");
+    assert_eq!(breakers.handle(&"openai").unwrap().state(), State::Closed);
+    let err = send(&mut svc, ("anthropic", false)).await.unwrap_err();
+    let open = err.downcast_ref::<CircuitOpen>().expect("CircuitOpen");
+    assert_eq!(open.name(), "anthropic");
+    assert_eq!(open.retry_after(), Some(Duration::from_secs(120)));
+    assert_eq!(
+        anthropic.stats().failed_calls,
+        3,
+        "the rejected call did not reach it"
+    );
+    assert_eq!(send(&mut svc, ("openai", false)).await.unwrap(), "openai");
+
+    // The seed's get_available_providers, oldest key first.
+    assert_eq!(breakers.available(), vec!["openai", "azure"]);
+    assert_eq!(breakers.keys(), vec!["anthropic", "openai", "azure"]);
+
+    // openai's failures in a row reached 5 only with two more.
+    for _ in 0..2 {
+        assert!(send(&mut svc, ("openai", true)).await.is_err());
+    }
+    assert_eq!(
+        breakers.available(),
+        vec!["openai", "azure"],
+        "a success reset its streak"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_key_recovers_after_its_open_duration() {
+    let layer = llm_layer();
+    let breakers = layer.breakers();
+    let mut svc = layer.layer(provider());
+    for _ in 0..3 {
+        let _ = send(&mut svc, ("anthropic", true)).await;
+    }
+    tokio::time::advance(Duration::from_millis(119_999)).await;
+    assert!(send(&mut svc, ("anthropic", false))
+        .await
+        .unwrap_err()
+        .is::<CircuitOpen>());
+    assert!(breakers.available().is_empty());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(breakers.available(), vec!["anthropic"]);
+    assert_eq!(
+        send(&mut svc, ("anthropic", false)).await.unwrap(),
+        "anthropic"
+    );
+    assert_eq!(
+        breakers.handle(&"anthropic").unwrap().state(),
+        State::Closed
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_handle_steers_that_key_only() {
+    let layer = llm_layer();
+    let breakers = layer.breakers();
+    let mut svc = layer.layer(provider());
+    let openai = breakers.register("openai").unwrap();
+    breakers.register("azure").unwrap();
+    openai.force_open();
+    assert!(send(&mut svc, ("openai", false))
+        .await
+        .unwrap_err()
+        .is::<CircuitOpen>());
+    assert_eq!(send(&mut svc, ("azure", false)).await.unwrap(), "azure");
+    assert_eq!(breakers.available(), vec!["azure"]);
+    openai.force_closed();
+    assert_eq!(send(&mut svc, ("openai", false)).await.unwrap(), "openai");
+}
+
+#[tokio::test]
+async fn poll_ready_is_the_inner_services() {
+    let (inner, mut handle) = tower_test::mock::pair::<Req, &'static str>();
+    let mut svc = llm_layer().layer(inner);
+    let mut task = tokio_test::task::spawn(());
+    handle.allow(0);
+    assert!(task.enter(|cx, _| svc.poll_ready(cx)).is_pending());
+    handle.allow(1);
+    assert!(task.is_woken());
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+}
+
+type FloodReq = (u64, bool);
+
+fn flood_layer(max_keys: usize) -> KeyedLayer<u64, fn(&FloodReq) -> u64> {
+    KeyedLayer::builder((|r: &FloodReq| r.0) as fn(&FloodReq) -> u64)
+        .breaker(CircuitBreakerLayer::builder().consecutive_failures(1))
+        .max_keys(max_keys)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_distinct_keys_stays_within_max_keys() {
+    let layer = flood_layer(64);
+    let breakers = layer.breakers();
+    let mut svc = layer.layer(service_fn(|(k, _): FloodReq| async move {
+        Ok::<_, BoxError>(k)
+    }));
+    for key in 0..10_000u64 {
+        assert_eq!(
+            svc.ready().await.unwrap().call((key, false)).await.unwrap(),
+            key
+        );
+        assert!(breakers.len() <= 64);
+    }
+    assert_eq!(breakers.len(), 64);
+    assert_eq!(breakers.evicted(), 10_000 - 64);
+    // The most recent keys are the ones kept.
+    assert_eq!(breakers.keys(), (10_000 - 64..10_000).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn eviction_spares_keys_in_flight_and_prefers_closed_circuits() {
+    let (inner, mut handle) = tower_test::mock::pair::<FloodReq, u64>();
+    let layer = flood_layer(3);
+    let breakers = layer.breakers();
+    let mut svc = layer.layer(inner);
+    handle.allow(100);
+
+    // Key 1: a call in flight (oldest). Key 2: open, idle. Key 3: closed, idle.
+    let in_flight = svc.ready().await.unwrap().call((1, false));
+    let (_, _pending_response) = handle.next_request().await.unwrap();
+    let failing = svc.ready().await.unwrap().call((2, true));
+    handle.next_request().await.unwrap().1.send_error("down");
+    assert!(failing.await.is_err());
+    assert_eq!(breakers.handle(&2).unwrap().state(), State::Open);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let ok = svc.ready().await.unwrap().call((3, false));
+    handle.next_request().await.unwrap().1.send_response(3);
+    assert_eq!(ok.await.unwrap(), 3);
+
+    // Key 4 needs room: key 3 goes (idle and closed), though 1 and 2 are older.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let ok = svc.ready().await.unwrap().call((4, false));
+    handle.next_request().await.unwrap().1.send_response(4);
+    assert_eq!(ok.await.unwrap(), 4);
+    assert_eq!(breakers.keys(), vec![1, 2, 4]);
+
+    // Key 5: key 4 is the only idle closed key (1 is busy, 2 is open).
+    let ok = svc.ready().await.unwrap().call((5, false));
+    handle.next_request().await.unwrap().1.send_response(5);
+    ok.await.unwrap();
+    assert_eq!(breakers.keys(), vec![1, 2, 5]);
+    drop(in_flight);
+    // Key 1 is idle now, and the least recently used closed key.
+    let ok = svc.ready().await.unwrap().call((6, false));
+    handle.next_request().await.unwrap().1.send_response(6);
+    ok.await.unwrap();
+    assert_eq!(breakers.keys(), vec![2, 5, 6]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_keys_are_evicted_after_the_idle_timeout() {
+    let layer = KeyedLayer::builder(|r: &FloodReq| r.0)
+        .max_keys(100)
+        .idle_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let breakers = layer.breakers();
+    let mut svc = layer.layer(service_fn(|(k, _): FloodReq| async move {
+        Ok::<_, BoxError>(k)
+    }));
+    breakers.register(0).unwrap();
+    for key in 1..=3 {
+        svc.ready().await.unwrap().call((key, false)).await.unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(9)).await;
+    svc.ready().await.unwrap().call((2, false)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    breakers.evict_idle();
+    // 1 and 3 idle for 10 s; 2 used 1 s ago; 0 registered.
+    assert_eq!(breakers.keys(), vec![0, 2]);
+    assert_eq!(breakers.evicted(), 2);
+
+    // New keys sweep on their own.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    svc.ready().await.unwrap().call((7, false)).await.unwrap();
+    assert_eq!(breakers.keys(), vec![0, 7]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn registered_keys_are_kept_and_not_counted() {
+    let layer = flood_layer(2);
+    let breakers = layer.breakers();
+    for key in [100, 200, 300] {
+        breakers.register(key).unwrap();
+    }
+    let mut svc = layer.layer(service_fn(|(k, _): FloodReq| async move {
+        Ok::<_, BoxError>(k)
+    }));
+    for key in 0..50 {
+        svc.ready().await.unwrap().call((key, false)).await.unwrap();
+    }
+    assert_eq!(breakers.keys(), vec![100, 200, 300, 48, 49]);
+    assert!(breakers.remove(&200));
+    assert!(!breakers.remove(&200));
+    assert_eq!(breakers.len(), 4);
+}
+
+#[tokio::test]
+async fn invalid_settings_are_errors() {
+    let err = KeyedLayer::builder(|r: &FloodReq| r.0)
+        .max_keys(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_keys");
+
+    // A per-key configuration that is invalid fails that key's calls, not the others.
+    let layer = KeyedLayer::builder(|r: &FloodReq| r.0)
+        .configure(|key, b| {
+            if *key == 13 {
+                b.half_open_permits(0)
+            } else {
+                b
+            }
+        })
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(service_fn(|(k, _): FloodReq| async move {
+        Ok::<_, BoxError>(k)
+    }));
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call((13, false))
+        .await
+        .unwrap_err();
+    assert!(err.is::<tower_breaker::ConfigError>());
+    assert_eq!(
+        svc.ready().await.unwrap().call((12, false)).await.unwrap(),
+        12
+    );
+    assert_eq!(layer.breakers().keys(), vec![12]);
+}
+
+#[test]
+fn keyed_types_are_send_sync_clone() {
+    fn assert_all<T: Send + Sync + Clone + std::fmt::Debug>() {}
+    type Layer = KeyedLayer<&'static str, fn(&Req) -> &'static str>;
+    assert_all::<Layer>();
+    assert_all::<
+        tower_breaker::keyed::Keyed<
+            tower::util::BoxCloneSyncService<Req, &'static str, BoxError>,
+            &'static str,
+            fn(&Req) -> &'static str,
+        >,
+    >();
+    assert_all::<tower_breaker::keyed::Breakers<u64>>();
+    assert_all::<tower_breaker::health::HealthCheck>();
+}
+
+#[tokio::test]
+async fn configure_may_call_back_into_the_registry() {
+    use std::sync::{Arc, OnceLock};
+    use tower_breaker::keyed::Breakers;
+
+    let cell: Arc<OnceLock<Breakers<u64>>> = Arc::new(OnceLock::new());
+    let seen = cell.clone();
+    let layer = KeyedLayer::builder(|r: &FloodReq| r.0)
+        .configure(move |_, b| {
+            // Runs without the registry's lock held.
+            let known = seen.get().map_or(0, |breakers| breakers.len());
+            b.consecutive_failures(known as u32 + 1)
+        })
+        .build()
+        .unwrap();
+    cell.set(layer.breakers()).ok();
+    let mut svc = layer.layer(service_fn(|(k, _): FloodReq| async move {
+        Ok::<_, BoxError>(k)
+    }));
+    for key in 0..3 {
+        svc.ready().await.unwrap().call((key, false)).await.unwrap();
+    }
+    assert_eq!(layer.breakers().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_key_is_evicted_only_when_every_key_is_busy_and_its_call_still_finishes() {
+    let (inner, mut handle) = tower_test::mock::pair::<FloodReq, u64>();
+    let layer = flood_layer(1);
+    let breakers = layer.breakers();
+    let mut svc = layer.layer(inner);
+    handle.allow(10);
+
+    let first = svc.ready().await.unwrap().call((1, false));
+    let (_, respond_first) = handle.next_request().await.unwrap();
+    let old_circuit = breakers.handle(&1).unwrap();
+    // Key 2 needs room and key 1 is the only candidate, though busy: memory stays bounded.
+    let second = svc.ready().await.unwrap().call((2, false));
+    let (_, respond_second) = handle.next_request().await.unwrap();
+    assert_eq!(breakers.keys(), vec![2]);
+    assert_eq!(breakers.evicted(), 1);
+
+    // The evicted key's call completes and is recorded on the circuit it started on.
+    respond_first.send_response(1);
+    respond_second.send_response(2);
+    assert_eq!(first.await.unwrap(), 1);
+    assert_eq!(second.await.unwrap(), 2);
+    assert_eq!(old_circuit.stats().successful_calls, 1);
+    assert!(breakers.handle(&1).is_none());
+}
