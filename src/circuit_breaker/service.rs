@@ -10,7 +10,6 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::classify::{ClassifyResponse, DefaultClassifier};
-use super::error::CircuitOpen;
 use super::future::{CallGuard, ResponseFuture};
 use super::handle::Handle;
 use super::shared::{Admission, Shared};
@@ -67,7 +66,8 @@ pub struct CircuitBreaker<S, C = DefaultClassifier> {
 enum Reservation {
     None,
     Admitted(Ticket),
-    Rejected(CircuitOpen),
+    /// Fail-fast: `call` will reject (its error is built then, with a current `retry_after`).
+    Rejected,
 }
 
 /// A waiting clone's registration: its slot in the circuit's waiter list and its timer.
@@ -122,7 +122,7 @@ impl<S, C> CircuitBreaker<S, C> {
     pub fn is_admitting(&self) -> bool {
         match &self.reservation {
             Reservation::Admitted(_) => true,
-            Reservation::Rejected(_) => false,
+            Reservation::Rejected => false,
             Reservation::None => self.shared.is_admitting(),
         }
     }
@@ -158,8 +158,8 @@ impl<S, C> CircuitBreaker<S, C> {
                     self.reservation = Reservation::Admitted(ticket);
                     return Poll::Ready(());
                 }
-                Admission::Rejected(error) => {
-                    self.reservation = Reservation::Rejected(error);
+                Admission::Rejected => {
+                    self.reservation = Reservation::Rejected;
                     return Poll::Ready(());
                 }
                 Admission::Wait { wake_at: None } => return Poll::Pending,
@@ -196,6 +196,9 @@ where
         if let Reservation::None = self.reservation {
             match self.shared.admit_fast() {
                 Some(ticket) => self.reservation = Reservation::Admitted(ticket),
+                None if self.shared.config.fail_fast && self.shared.refuses_without_lock() => {
+                    self.reservation = Reservation::Rejected;
+                }
                 None => {
                     if self.poll_admission(cx).is_pending() {
                         return Poll::Pending;
@@ -203,7 +206,7 @@ where
                 }
             }
         }
-        if let Reservation::Rejected(_) = self.reservation {
+        if let Reservation::Rejected = self.reservation {
             return Poll::Ready(Ok(()));
         }
         match self.inner.poll_ready(cx) {
@@ -222,8 +225,8 @@ where
                 let guard = CallGuard::new(self.shared.clone(), ticket);
                 ResponseFuture::called(self.inner.call(request), guard, self.classifier.clone())
             }
-            Reservation::Rejected(error) => {
-                ResponseFuture::rejected(error, self.classifier.clone())
+            Reservation::Rejected => {
+                ResponseFuture::rejected(self.shared.reject(), self.classifier.clone())
             }
             Reservation::None => {
                 panic!("CircuitBreaker::call without a ready poll_ready; call poll_ready first")

@@ -39,8 +39,8 @@ pub(crate) enum Admission {
     Wait {
         wake_at: Option<Instant>,
     },
-    /// Fail-fast mode: reject the call with this error.
-    Rejected(CircuitOpen),
+    /// Fail-fast mode: reject the call (build its error with [`Shared::reject`] at `call`).
+    Rejected,
 }
 
 pub(crate) struct Shared {
@@ -50,6 +50,10 @@ pub(crate) struct Shared {
     counters: Counters<COUNTERS>,
     /// Nanoseconds from `origin` to the last failure, plus one; 0 = none yet.
     last_failure: AtomicU64,
+    /// Nanoseconds from `origin` to the end of the open duration while `Open`, published before
+    /// the word (so a reader that sees `Open` sees its deadline): lets a fail-fast breaker
+    /// reject without the lock.
+    open_until: AtomicU64,
     origin: Instant,
     needs_clock: bool,
     adaptive: Option<Adaptive>,
@@ -79,6 +83,7 @@ impl Shared {
             window,
             counters: Counters::new(),
             last_failure: AtomicU64::new(0),
+            open_until: AtomicU64::new(0),
             origin,
             needs_clock,
             adaptive,
@@ -138,23 +143,50 @@ impl Shared {
         let decision = cold.machine.admit(now, &self.config);
         let admission = match decision {
             Ok(ticket) => Admission::Admitted(ticket),
-            Err(Refusal {
-                wake_at,
-                retry_after,
-            }) => match waiter {
+            Err(Refusal { wake_at }) => match waiter {
                 Some((key, waker)) => {
                     cold.waiters.register(key, waker);
                     Admission::Wait { wake_at }
                 }
-                None => {
-                    self.counters.incr(REJECTED);
-                    trace_debug!(name = %self.config.name, ?retry_after, "circuit breaker rejected a call");
-                    Admission::Rejected(CircuitOpen::new(self.config.name.clone(), retry_after))
-                }
+                None => Admission::Rejected,
             },
         };
         self.finish(cold, transition, false);
         admission
+    }
+
+    /// Fail-fast fast path for a refusal: `true` when the circuit is forced open, or open with
+    /// time left — decided from two atomics, without the lock. `false` means "ask
+    /// [`admit_slow`](Self::admit_slow)".
+    #[inline]
+    pub(crate) fn refuses_without_lock(&self) -> bool {
+        match self.word().state() {
+            State::ForcedOpen => true,
+            State::Open => crate::time::now() < self.deadline(),
+            _ => false,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.open_until.load(Ordering::Acquire))
+    }
+
+    /// The error for a call a fail-fast breaker rejects, built when the call is made so its
+    /// `retry_after` is current: the time left while open, `None` when forced open or while
+    /// half-open probes hold every permit, zero if the circuit admits again by now (the caller
+    /// may retry at once). Counts the rejection.
+    pub(crate) fn reject(&self) -> CircuitOpen {
+        self.counters.incr(REJECTED);
+        let retry_after = match self.word().state() {
+            State::Open => Some(
+                self.deadline()
+                    .saturating_duration_since(crate::time::now()),
+            ),
+            State::ForcedOpen | State::HalfOpen => None,
+            State::Closed | State::Disabled => Some(Duration::ZERO),
+        };
+        trace_debug!(name = %self.config.name, ?retry_after, "circuit breaker rejected a call");
+        CircuitOpen::new(self.config.name.clone(), retry_after)
     }
 
     /// A probe's call has started (its timeout counts from here).
@@ -375,6 +407,11 @@ impl Shared {
                 if let Some(window) = &self.window {
                     window.clear();
                 }
+            }
+            if let Some(until) = cold.machine.open_until() {
+                let nanos = until.saturating_duration_since(self.origin).as_nanos();
+                let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
+                self.open_until.store(nanos, Ordering::Release);
             }
             self.word.store(published.0, Ordering::Release);
         }

@@ -205,8 +205,6 @@ pub(crate) struct Refusal {
     /// When waiting could end without anyone intervening: the open deadline, or the earliest
     /// probe deadline while half-open. `None` when forced open.
     pub(crate) wake_at: Option<Instant>,
-    /// What `CircuitOpen::retry_after` reports: the time left while `Open`.
-    pub(crate) retry_after: Option<Duration>,
 }
 
 /// What a probe's result means for the half-open phase.
@@ -286,6 +284,14 @@ impl Machine {
         self.history.iter()
     }
 
+    /// When the open circuit admits probes (`None` unless `Open`).
+    pub(crate) fn open_until(&self) -> Option<Instant> {
+        match self.state {
+            State::Open => self.open_until,
+            _ => None,
+        }
+    }
+
     /// Whether [`admit`](Self::admit) would hand out a ticket now.
     pub(crate) fn has_free_permit(&self, cfg: &Config) -> bool {
         match self.state {
@@ -337,16 +343,11 @@ impl Machine {
                 wake_at: cfg
                     .probe_timeout
                     .and_then(|timeout| self.probes.iter().map(|p| p.since + timeout).min()),
-                retry_after: None,
             }),
             State::Open => Err(Refusal {
                 wake_at: self.open_until,
-                retry_after: self.retry_after(now),
             }),
-            State::ForcedOpen => Err(Refusal {
-                wake_at: None,
-                retry_after: None,
-            }),
+            State::ForcedOpen => Err(Refusal { wake_at: None }),
         }
     }
 

@@ -82,7 +82,6 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use crate::circuit_breaker::error::CircuitOpen;
 use crate::circuit_breaker::future::ResponseFuture as BreakerFuture;
 use crate::circuit_breaker::shared::Admission;
 use crate::circuit_breaker::{self as cb, ClassifyResponse, DefaultClassifier};
@@ -150,11 +149,9 @@ where
             Some(ticket) => ticket,
             None => match shared.admit_slow(None) {
                 Admission::Admitted(ticket) => ticket,
-                Admission::Rejected(error) => return ResponseFuture::rejected(error, classifier),
-                // `admit_slow(None)` never waits; treat it as a rejection if it ever does.
-                Admission::Wait { .. } => {
-                    let error = CircuitOpen::new(shared.name().clone(), None);
-                    return ResponseFuture::rejected(error, classifier);
+                // Without a waiter `admit_slow` never asks to wait.
+                Admission::Rejected | Admission::Wait { .. } => {
+                    return ResponseFuture::rejected(shared.reject(), classifier)
                 }
             },
         };

@@ -264,3 +264,56 @@ async fn repolling_drops_a_stale_reservation() {
     trip(&mut svc).await;
     assert_pending!(w.enter(|cx, _| early.poll_ready(cx)));
 }
+
+/// Fail-fast: the rejection's error is built at `call`, so a clone that became ready while the
+/// circuit was open but is called later (as `Steer` does with services it did not pick) reports
+/// a current `retry_after`; a clone that is never called counts no rejection.
+#[tokio::test(start_paused = true)]
+async fn fail_fast_rejection_reports_a_current_retry_after() {
+    let (mut svc, inner) = breaker(
+        CircuitBreakerLayer::builder()
+            .open_duration(secs(30))
+            .fail_fast(),
+    );
+    trip(&mut svc).await;
+    let mut polled_only = svc.clone();
+    let mut w = task::spawn(());
+    assert_ready_ok!(w.enter(|cx, _| polled_only.poll_ready(cx)));
+    drop(polled_only);
+    assert_eq!(
+        svc.handle().stats().rejected_calls,
+        0,
+        "only calls count as rejections"
+    );
+
+    let mut late = svc.clone();
+    assert_ready_ok!(w.enter(|cx, _| late.poll_ready(cx)));
+    advance(secs(10)).await;
+    let err = late.call(Req::Ok).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<CircuitOpen>().unwrap().retry_after(),
+        Some(secs(20))
+    );
+
+    assert_ready_ok!(w.enter(|cx, _| late.poll_ready(cx)));
+    advance(secs(20)).await;
+    let calls = inner.calls();
+    let err = late.call(Req::Ok).await.unwrap_err();
+    let open = err.downcast_ref::<CircuitOpen>().unwrap();
+    assert_eq!(
+        open.retry_after(),
+        Some(secs(0)),
+        "the circuit admits again: retry now"
+    );
+    assert_eq!(
+        inner.calls(),
+        calls,
+        "still not called: it was not polled ready"
+    );
+    assert_eq!(svc.handle().stats().rejected_calls, 2);
+    assert_eq!(
+        call(&mut svc, Req::Ok).await.unwrap(),
+        "ok",
+        "the next poll admits a probe"
+    );
+}
