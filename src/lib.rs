@@ -49,7 +49,6 @@
     unreachable_pub,
     rust_2018_idioms
 )]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 #[macro_use]
 mod macros;
@@ -71,10 +70,11 @@ pub mod health;
 pub mod http;
 pub mod keyed;
 
-/// The error type of every service in this crate: errors of the inner service and this crate's
-/// own errors ([`CircuitOpen`](circuit_breaker::error::CircuitOpen),
-/// [`BulkheadFull`](bulkhead::error::BulkheadFull), ...) boxed, as in `tower`.
+/// A configuration value out of range; [`ConfigError::field`] names the builder method.
 pub use circuit_breaker::error::ConfigError;
 
-/// The error type of every service in this crate, boxed as in `tower`.
+/// The error type of every service in this crate: errors of the inner service and this crate's
+/// own errors ([`CircuitOpen`](circuit_breaker::error::CircuitOpen),
+/// [`BulkheadFull`](bulkhead::error::BulkheadFull), ...) boxed, as in `tower`; downcast with
+/// `err.downcast_ref::<CircuitOpen>()`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
