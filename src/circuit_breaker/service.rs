@@ -40,7 +40,7 @@ use crate::BoxError;
 ///     is kept. Outside a Tokio runtime no timer is armed, and only those manual or permit
 ///     events wake the task.
 ///   - fail-fast mode: returns `Poll::Ready(Ok(()))` without polling the inner service; the
-///     next `call` returns a [`CircuitOpen`] error.
+///     next `call` returns a [`CircuitOpen`](super::error::CircuitOpen) error.
 /// - `Poll::Ready(Err(_))` only when the inner service's `poll_ready` returned an error
 ///   (boxed); any permit taken is given back first. The breaker never fails `poll_ready` on its
 ///   own, because `Err` from `poll_ready` is terminal in tower.

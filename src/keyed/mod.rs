@@ -54,7 +54,7 @@
 //! Keyed breakers are always fail-fast (whatever the builder's mode): `poll_ready` comes before
 //! the request, so the key — and with it the circuit — is unknown until `call`. `poll_ready`
 //! forwards the inner service's readiness; `call` checks the key's circuit and, when it is open,
-//! returns a ready [`CircuitOpen`] error (with the
+//! returns a ready [`CircuitOpen`](crate::circuit_breaker::error::CircuitOpen) error (with the
 //! key's name and `retry_after`) without calling the inner service. (The inner service's
 //! readiness is then unused until the next `call`, as with a fail-fast breaker.) To *wait* on
 //! an open circuit instead, route with [`Failover`](crate::failover::Failover) over one
