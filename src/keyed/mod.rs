@@ -98,7 +98,7 @@ pub use registry::Breakers;
 /// A service gating each call on the circuit of the request's key; see the [module docs](self).
 ///
 /// `poll_ready` is the inner service's; `call` admits on the key's circuit (building it on
-/// first use) or returns a [`CircuitOpen`] error without calling the inner service. The
+/// first use) or returns a [`CircuitOpen`](crate::circuit_breaker::error::CircuitOpen) error without calling the inner service. The
 /// response future records the outcome on that key's circuit.
 pub struct Keyed<S, K, F, C = DefaultClassifier> {
     pub(super) inner: S,
