@@ -368,3 +368,77 @@ async fn a_busy_key_is_evicted_only_when_every_key_is_busy_and_its_call_still_fi
     assert_eq!(old_circuit.stats().successful_calls, 1);
     assert!(breakers.handle(&1).is_none());
 }
+
+/// A bulkhead per key: each key has its own limit; a call over it fails at once with
+/// `BulkheadFull` without reaching the inner service or spending a probe permit, and the slot
+/// comes back when a call ends or its future is dropped.
+#[tokio::test(start_paused = true)]
+async fn per_key_bulkheads_bound_each_key_separately() {
+    use tokio::sync::oneshot;
+    use tower_breaker::bulkhead::{error::BulkheadFull, BulkheadLayer};
+
+    let layer = KeyedLayer::builder(|r: &(&'static str, oneshot::Receiver<()>)| r.0)
+        .bulkhead(BulkheadLayer::builder().max_concurrent(2))
+        .build()
+        .unwrap();
+    let breakers = layer.breakers();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let mut svc = layer.layer(service_fn(
+        move |(key, rx): (&'static str, oneshot::Receiver<()>)| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                let _ = rx.await;
+                Ok::<_, BoxError>(key)
+            }
+        },
+    ));
+
+    let mut held = Vec::new();
+    let mut senders = Vec::new();
+    for _ in 0..2 {
+        let (tx, rx) = oneshot::channel();
+        senders.push(tx);
+        held.push(svc.ready().await.unwrap().call(("a", rx)));
+    }
+    let stats = breakers.bulkhead(&"a").unwrap().stats();
+    assert_eq!(
+        (stats.name.as_str(), stats.active, stats.available),
+        ("a", 2, 0)
+    );
+
+    let (_tx, rx) = oneshot::channel();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(("a", rx))
+        .await
+        .unwrap_err();
+    assert!(err.is::<BulkheadFull>(), "{err}");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "not called when full"
+    );
+    assert_eq!(breakers.bulkhead(&"a").unwrap().stats().rejected, 1);
+    assert_eq!(
+        breakers.handle(&"a").unwrap().stats().total_calls,
+        0,
+        "the circuit saw nothing"
+    );
+
+    // Another key has its own limit.
+    let (tx_b, rx_b) = oneshot::channel();
+    let other = svc.ready().await.unwrap().call(("b", rx_b));
+    tx_b.send(()).unwrap();
+    assert_eq!(other.await.unwrap(), "b");
+
+    // A finished call and a dropped future each give their slot back.
+    senders.remove(0).send(()).unwrap();
+    assert_eq!(held.remove(0).await.unwrap(), "a");
+    drop(held);
+    let stats = breakers.bulkhead(&"a").unwrap().stats();
+    assert_eq!((stats.active, stats.available), (0, 2));
+    assert!(breakers.bulkhead(&"missing").is_none());
+}

@@ -42,6 +42,11 @@ impl Default for BulkheadLayer<ReleaseOnResponse> {
 }
 
 impl<H> BulkheadLayer<H> {
+    /// The bulkhead's shared state (for per-key bulkheads).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     pub(crate) fn from_parts(shared: Shared, hold: H) -> Self {
         BulkheadLayer {
             shared: Arc::new(shared),

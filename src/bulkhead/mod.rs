@@ -68,7 +68,7 @@ pub mod future;
 mod handle;
 mod hold;
 mod layer;
-mod queue;
+pub(crate) mod queue;
 mod service;
 
 pub use config::{Builder, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT};

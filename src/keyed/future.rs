@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+use crate::bulkhead::Permit;
 use crate::circuit_breaker::error::CircuitOpen;
 use crate::circuit_breaker::future::ResponseFuture as BreakerFuture;
 use crate::circuit_breaker::ClassifyResponse;
@@ -31,17 +32,24 @@ pin_project! {
             future: BreakerFuture<F, C>,
             // Marks the key busy (not evicted first) while the call is in flight.
             in_flight: Option<Arc<()>>,
+            // The key's bulkhead slot, if it has one: released when the call ends or is dropped.
+            permit: Option<Permit>,
         },
         Failed { error: Option<BoxError> },
     }
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(super) fn called(future: BreakerFuture<F, C>, in_flight: Arc<()>) -> Self {
+    pub(super) fn called(
+        future: BreakerFuture<F, C>,
+        in_flight: Arc<()>,
+        permit: Option<Permit>,
+    ) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
                 in_flight: Some(in_flight),
+                permit,
             },
         }
     }
@@ -57,6 +65,7 @@ impl<F, C> ResponseFuture<F, C> {
             kind: Kind::Called {
                 future: BreakerFuture::rejected(error, classifier),
                 in_flight: None,
+                permit: None,
             },
         }
     }
@@ -72,9 +81,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called { future, in_flight } => {
+            KindProj::Called {
+                future,
+                in_flight,
+                permit,
+            } => {
                 let output = std::task::ready!(future.poll(cx));
                 in_flight.take();
+                permit.take();
                 Poll::Ready(output)
             }
             KindProj::Failed { error } => {

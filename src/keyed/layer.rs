@@ -8,6 +8,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::{Breakers, Keyed};
+use crate::bulkhead;
 use crate::circuit_breaker::{self as cb, CircuitBreakerLayer, ConfigError, DefaultClassifier};
 
 /// The default [`max_keys`](Builder::max_keys).
@@ -19,6 +20,7 @@ pub(super) type Configure<K, C> = Arc<dyn Fn(&K, cb::Builder<C>) -> cb::Builder<
 pub struct Builder<K, F, C = DefaultClassifier> {
     key_fn: F,
     breaker: cb::Builder<C>,
+    bulkhead: Option<bulkhead::Builder>,
     configure: Option<Configure<K, C>>,
     max_keys: usize,
     idle_timeout: Option<Duration>,
@@ -34,11 +36,23 @@ impl<K, F, C> Builder<K, F, C> {
         Builder {
             key_fn: self.key_fn,
             breaker,
+            bulkhead: self.bulkhead,
             configure: None,
             max_keys: self.max_keys,
             idle_timeout: self.idle_timeout,
             _key: PhantomData,
         }
+    }
+
+    /// Also gives each key its own bulkhead, built from `bulkhead` (named after the key): at
+    /// most `max_concurrent` calls in flight per key. Like the keyed breakers, keyed bulkheads
+    /// cannot wait before the key is known, so they do not queue: a call over a key's limit
+    /// fails at once with [`BulkheadFull`](crate::bulkhead::error::BulkheadFull) (which a breaker
+    /// outside ignores) without calling the inner service, and `max_queue` and `max_wait` are
+    /// unused. The key's circuit admits first, so a rejected call takes no probe permit.
+    pub fn bulkhead(mut self, bulkhead: bulkhead::Builder) -> Self {
+        self.bulkhead = Some(bulkhead);
+        self
     }
 
     /// Adjusts the breaker settings for one key, when its circuit is first built: e.g. 3
@@ -85,10 +99,14 @@ impl<K, F, C> Builder<K, F, C> {
             ));
         }
         self.breaker.clone().build()?;
+        if let Some(bulkhead) = &self.bulkhead {
+            bulkhead.clone().build()?;
+        }
         Ok(KeyedLayer {
             key_fn: self.key_fn,
             breakers: Breakers::new(
                 self.breaker,
+                self.bulkhead,
                 self.configure,
                 self.max_keys,
                 self.idle_timeout,
@@ -121,6 +139,7 @@ impl KeyedLayer<(), (), DefaultClassifier> {
         Builder {
             key_fn,
             breaker: CircuitBreakerLayer::builder(),
+            bulkhead: None,
             configure: None,
             max_keys: DEFAULT_MAX_KEYS,
             idle_timeout: None,

@@ -69,12 +69,13 @@
 //!
 //! # Per-key bulkheads
 //!
-//! Not yet. The design leaves room: each key's entry would gain an optional bulkhead next to
-//! its circuit (built per key from a bulkhead builder, customised by the same `configure`
-//! hook), taken at `call` after the circuit admits. Because the key is unknown at `poll_ready`,
-//! a per-key bulkhead must either reject at once when full (`BulkheadFull`) or wait inside the
-//! response future and call a clone of the inner service once a permit is granted (as tower's
-//! `Oneshot` does).
+//! With [`Builder::bulkhead`], each key also gets its own bulkhead (its limit from the given
+//! bulkhead builder, named after the key; [`Breakers::bulkhead`] gives its handle), taken at
+//! `call` after the key's circuit admits. Because the key is unknown at `poll_ready`, a keyed
+//! bulkhead does not queue: a call over the key's limit fails at once with
+//! [`BulkheadFull`](crate::bulkhead::error::BulkheadFull). To queue per destination, give each
+//! destination its own [`BulkheadLayer`](crate::bulkhead::BulkheadLayer) behind a
+//! [`Failover`](crate::failover::Failover) or a `Steer`.
 
 use std::fmt;
 use std::hash::Hash;
@@ -82,6 +83,8 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
+use crate::bulkhead::error::BulkheadFull;
+use crate::bulkhead::Permit;
 use crate::circuit_breaker::future::ResponseFuture as BreakerFuture;
 use crate::circuit_breaker::shared::Admission;
 use crate::circuit_breaker::{self as cb, ClassifyResponse, DefaultClassifier};
@@ -94,6 +97,7 @@ mod registry;
 pub use future::ResponseFuture;
 pub use layer::{Builder, KeyedLayer, DEFAULT_MAX_KEYS};
 pub use registry::Breakers;
+use registry::Parts;
 
 /// A service gating each call on the circuit of the request's key; see the [module docs](self).
 ///
@@ -141,7 +145,12 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let key = (self.key_fn)(&request);
-        let (shared, classifier, in_flight) = match self.breakers.checkout(key) {
+        let Parts {
+            shared,
+            classifier,
+            in_flight,
+            bulkhead,
+        } = match self.breakers.checkout(key) {
             Ok(parts) => parts,
             Err(error) => return ResponseFuture::failed(error.into()),
         };
@@ -155,9 +164,19 @@ where
                 }
             },
         };
+        let permit = match bulkhead {
+            None => None,
+            Some(bulkhead) if bulkhead.try_acquire() => Some(Permit::new(bulkhead)),
+            Some(bulkhead) => {
+                shared.release(ticket); // unused: no probe permit is spent on a full bulkhead
+                bulkhead.count(crate::bulkhead::queue::REJECTED);
+                trace_debug!(name = %shared.name(), "keyed bulkhead full");
+                return ResponseFuture::failed(BulkheadFull::new(shared.name().clone()).into());
+            }
+        };
         let guard = cb::future::CallGuard::new(shared, ticket);
         let future = BreakerFuture::called(self.inner.call(request), guard, classifier);
-        ResponseFuture::called(future, in_flight)
+        ResponseFuture::called(future, in_flight, permit)
     }
 }
 

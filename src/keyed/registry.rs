@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::layer::Configure;
+use crate::bulkhead::{self, queue::Shared as BulkheadShared};
 use crate::circuit_breaker::shared::Shared;
 use crate::circuit_breaker::{self as cb, ConfigError, DefaultClassifier, Handle, State};
 use crate::sync::lock;
@@ -26,6 +27,7 @@ pub struct Breakers<K, C = DefaultClassifier> {
 
 struct Registry<K, C> {
     base: cb::Builder<C>,
+    bulkhead: Option<bulkhead::Builder>,
     configure: Option<Configure<K, C>>,
     max_keys: usize,
     idle_timeout: Option<Duration>,
@@ -43,6 +45,7 @@ struct Map<K, C> {
 /// One key's circuit, and what eviction needs to know about it.
 struct Entry<C> {
     shared: Arc<Shared>,
+    bulkhead: Option<Arc<BulkheadShared>>,
     classifier: C,
     /// One clone per call in flight, plus this one.
     in_flight: Arc<()>,
@@ -51,8 +54,14 @@ struct Entry<C> {
     pinned: bool,
 }
 
-/// What one call needs from an entry: the circuit, the classifier and an in-flight marker.
-type Parts<C> = (Arc<Shared>, C, Arc<()>);
+/// What one call needs from an entry.
+pub(super) struct Parts<C> {
+    pub(super) shared: Arc<Shared>,
+    pub(super) classifier: C,
+    /// Marks the key busy (not evicted first) while a call is in flight.
+    pub(super) in_flight: Arc<()>,
+    pub(super) bulkhead: Option<Arc<BulkheadShared>>,
+}
 
 impl<C> Entry<C> {
     fn busy(&self) -> bool {
@@ -63,17 +72,19 @@ impl<C> Entry<C> {
     where
         C: Clone,
     {
-        (
-            self.shared.clone(),
-            self.classifier.clone(),
-            self.in_flight.clone(),
-        )
+        Parts {
+            shared: self.shared.clone(),
+            classifier: self.classifier.clone(),
+            in_flight: self.in_flight.clone(),
+            bulkhead: self.bulkhead.clone(),
+        }
     }
 }
 
 impl<K, C> Breakers<K, C> {
     pub(super) fn new(
         base: cb::Builder<C>,
+        bulkhead: Option<bulkhead::Builder>,
         configure: Option<Configure<K, C>>,
         max_keys: usize,
         idle_timeout: Option<Duration>,
@@ -81,6 +92,7 @@ impl<K, C> Breakers<K, C> {
         Breakers {
             inner: Arc::new(Registry {
                 base,
+                bulkhead,
                 configure,
                 max_keys,
                 idle_timeout,
@@ -119,8 +131,20 @@ where
             builder = configure(key, builder);
         }
         let (shared, classifier) = builder.fail_fast().build()?.into_parts();
+        let bulkhead = match &self.bulkhead {
+            Some(template) => Some(
+                template
+                    .clone()
+                    .name(key.to_string())
+                    .build()?
+                    .shared()
+                    .clone(),
+            ),
+            None => None,
+        };
         Ok(Entry {
             shared,
+            bulkhead,
             classifier,
             in_flight: Arc::new(()),
             last_used: now,
@@ -217,7 +241,7 @@ where
     /// destinations (the seed's three providers), so they are listed and reported before their
     /// first call.
     pub fn register(&self, key: K) -> Result<Handle, ConfigError> {
-        let (shared, _, _) = self.inner.checkout(key, true)?;
+        let shared = self.inner.checkout(key, true)?.shared;
         Ok(Handle::new(shared))
     }
 
@@ -242,6 +266,16 @@ where
             .entries
             .get(key)
             .map(|e| Handle::new(e.shared.clone()))
+    }
+
+    /// The [`Handle`](bulkhead::Handle) of `key`'s bulkhead, if the layer has per-key
+    /// bulkheads and the key exists.
+    pub fn bulkhead(&self, key: &K) -> Option<bulkhead::Handle> {
+        lock(&self.inner.state)
+            .entries
+            .get(key)
+            .and_then(|e| e.bulkhead.clone())
+            .map(bulkhead::Handle::new)
     }
 
     /// Every key and its [`Handle`], oldest first.
