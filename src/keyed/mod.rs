@@ -73,7 +73,7 @@
 //! bulkhead builder, named after the key; [`Breakers::bulkhead`] gives its handle), taken at
 //! `call` after the key's circuit admits. Because the key is unknown at `poll_ready`, a keyed
 //! bulkhead does not queue: a call over the key's limit fails at once with
-//! [`BulkheadFull`](crate::bulkhead::error::BulkheadFull). To queue per destination, give each
+//! [`BulkheadFull`]. To queue per destination, give each
 //! destination its own [`BulkheadLayer`](crate::bulkhead::BulkheadLayer) behind a
 //! [`Failover`](crate::failover::Failover) or a `Steer`.
 
