@@ -37,6 +37,10 @@
 //! status instead, with the time until the circuit admits again as `grpc-retry-pushback-ms`.
 //! [`circuit_open_to_status`] (or `tonic::Status::from(open)`) makes that status for a server
 //! handler that calls an upstream through a breaker.
+//!
+//! [`CircuitOpen`]: crate::circuit_breaker::error::CircuitOpen
+//! [`ClassifyResponse`]: crate::circuit_breaker::ClassifyResponse
+//! [`OutcomeBody`]: crate::http::OutcomeBody
 
 mod classify;
 mod status;

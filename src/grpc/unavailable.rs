@@ -12,7 +12,7 @@ use crate::http::retry_after;
 ///
 /// The response carries the breaker's name in `grpc-message` and, when known, the time until
 /// the circuit admits again in `grpc-retry-pushback-ms`, so a client retry policy (or
-/// [`status_retry_after`]) can honour it. The response body is `B::default()` (empty).
+/// [`status_retry_after`](super::status_retry_after)) can honour it. The response body is `B::default()` (empty).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UnavailableOnOpenLayer {
     _priv: (),
