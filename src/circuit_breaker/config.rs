@@ -56,6 +56,13 @@ impl Config {
 /// panics.
 #[derive(Debug, Clone)]
 pub struct Builder<C = DefaultClassifier> {
+    settings: Settings,
+    classifier: C,
+}
+
+/// The knobs as given, checked only by [`Builder::build`].
+#[derive(Debug, Clone)]
+struct Settings {
     name: Option<String>,
     consecutive_failures: u32,
     failure_rate: Option<f64>,
@@ -71,27 +78,28 @@ pub struct Builder<C = DefaultClassifier> {
     retry_after_bounds: (Duration, Duration),
     history_len: usize,
     adaptive: Option<AdaptiveThresholds>,
-    classifier: C,
 }
 
 impl Default for Builder<DefaultClassifier> {
     fn default() -> Self {
-        Self {
-            name: None,
-            consecutive_failures: 5,
-            failure_rate: None,
-            minimum_calls: 10,
-            window: WindowKind::Count(100),
-            slow_calls: None,
-            open_duration: Duration::from_secs(60),
-            max_open_duration: None,
-            half_open_permits: 3,
-            success_threshold: 3,
-            probe_timeout: Some(Duration::from_secs(30)),
-            fail_fast: false,
-            retry_after_bounds: (Duration::from_secs(1), Duration::from_secs(600)),
-            history_len: 32,
-            adaptive: None,
+        Builder {
+            settings: Settings {
+                name: None,
+                consecutive_failures: 5,
+                failure_rate: None,
+                minimum_calls: 10,
+                window: WindowKind::Count(100),
+                slow_calls: None,
+                open_duration: Duration::from_secs(60),
+                max_open_duration: None,
+                half_open_permits: 3,
+                success_threshold: 3,
+                probe_timeout: Some(Duration::from_secs(30)),
+                fail_fast: false,
+                retry_after_bounds: (Duration::from_secs(1), Duration::from_secs(600)),
+                history_len: 32,
+                adaptive: None,
+            },
             classifier: DefaultClassifier,
         }
     }
@@ -100,40 +108,40 @@ impl Default for Builder<DefaultClassifier> {
 impl<C> Builder<C> {
     /// Names the breaker in errors, stats, health reports and `tracing` events. Default `"default"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
+        self.settings.name = Some(name.into());
         self
     }
 
     /// Trips after `n` consecutive failures (the seed's `failure_threshold`). Default 5; `0`
     /// turns the rule off.
     pub fn consecutive_failures(mut self, n: u32) -> Self {
-        self.consecutive_failures = n;
+        self.settings.consecutive_failures = n;
         self
     }
 
     /// Also trips when the failure rate over the window reaches `rate` (in `(0, 1]`), once the
     /// window holds at least [`minimum_calls`](Builder::minimum_calls). Off by default.
     pub fn failure_rate(mut self, rate: f64) -> Self {
-        self.failure_rate = Some(rate);
+        self.settings.failure_rate = Some(rate);
         self
     }
 
     /// The rate rules need at least `n` calls in the window (default 10, at least 1).
     pub fn minimum_calls(mut self, n: u32) -> Self {
-        self.minimum_calls = n;
+        self.settings.minimum_calls = n;
         self
     }
 
     /// The rate rules look at the last `n` calls (the default, with `n` = 100).
     pub fn count_window(mut self, n: u32) -> Self {
-        self.window = WindowKind::Count(n);
+        self.settings.window = WindowKind::Count(n);
         self
     }
 
     /// The rate rules look at the calls of the last `window`, kept in 20 fixed buckets
     /// (O(1) per call, fixed memory; the window slides in steps of `window / 20`).
     pub fn time_window(mut self, window: Duration) -> Self {
-        self.window = WindowKind::Time(window);
+        self.settings.window = WindowKind::Time(window);
         self
     }
 
@@ -141,14 +149,14 @@ impl<C> Builder<C> {
     /// reaches `rate` (in `(0, 1]`). A slow half-open probe counts as a failed probe. Off by
     /// default (and then no clock is read per call for it).
     pub fn slow_calls(mut self, threshold: Duration, rate: f64) -> Self {
-        self.slow_calls = Some((threshold, rate));
+        self.settings.slow_calls = Some((threshold, rate));
         self
     }
 
     /// How long the circuit stays open before admitting probes (the seed's `timeout_seconds`).
     /// Default 60 s.
     pub fn open_duration(mut self, d: Duration) -> Self {
-        self.open_duration = d;
+        self.settings.open_duration = d;
         self
     }
 
@@ -156,28 +164,28 @@ impl<C> Builder<C> {
     /// the open duration, minus up to 20 % jitter, never below `open_duration` and never above
     /// `max`. Resets when the circuit closes. Default: equal to `open_duration` (no back-off).
     pub fn max_open_duration(mut self, max: Duration) -> Self {
-        self.max_open_duration = Some(max);
+        self.settings.max_open_duration = Some(max);
         self
     }
 
     /// How many probes one half-open phase admits, across all clones (the seed's
     /// `half_open_max_calls`). Default 3, at least 1.
     pub fn half_open_permits(mut self, n: u32) -> Self {
-        self.half_open_permits = n;
+        self.settings.half_open_permits = n;
         self
     }
 
     /// How many probe successes close the circuit (the seed's `success_threshold`). Default 3;
     /// between 1 and `half_open_permits`.
     pub fn success_threshold(mut self, n: u32) -> Self {
-        self.success_threshold = n;
+        self.settings.success_threshold = n;
         self
     }
 
     /// A probe outstanding this long reopens the circuit; its late result is ignored.
     /// Default 30 s.
     pub fn probe_timeout(mut self, d: Duration) -> Self {
-        self.probe_timeout = Some(d);
+        self.settings.probe_timeout = Some(d);
         self
     }
 
@@ -186,20 +194,20 @@ impl<C> Builder<C> {
     /// For axum, tonic clients, direct callers and `Steer`. The default mode instead returns
     /// `Pending` from `poll_ready` while the circuit is open.
     pub fn fail_fast(mut self) -> Self {
-        self.fail_fast = true;
+        self.settings.fail_fast = true;
         self
     }
 
     /// The range a server's back-off hint (`Outcome::Throttled { retry_after: Some(_) }`) is
     /// clamped to. Default 1 s ..= 10 min.
     pub fn retry_after_bounds(mut self, min: Duration, max: Duration) -> Self {
-        self.retry_after_bounds = (min, max);
+        self.settings.retry_after_bounds = (min, max);
         self
     }
 
     /// How many transitions `stats().transitions` keeps (newest last). Default 32, at least 1.
     pub fn history_len(mut self, n: usize) -> Self {
-        self.history_len = n;
+        self.settings.history_len = n;
         self
     }
 
@@ -207,7 +215,7 @@ impl<C> Builder<C> {
     /// (see [`AdaptiveThresholds`]; [`AdaptiveThresholds::seed`] is the seed's table). Replaces
     /// `consecutive_failures` and `open_duration`.
     pub fn adaptive(mut self, table: AdaptiveThresholds) -> Self {
-        self.adaptive = Some(table);
+        self.settings.adaptive = Some(table);
         self
     }
 
@@ -221,21 +229,7 @@ impl<C> Builder<C> {
     /// end of the response body (see the `http` and `grpc` features).
     pub fn response_classifier<C2>(self, classifier: C2) -> Builder<C2> {
         Builder {
-            name: self.name,
-            consecutive_failures: self.consecutive_failures,
-            failure_rate: self.failure_rate,
-            minimum_calls: self.minimum_calls,
-            window: self.window,
-            slow_calls: self.slow_calls,
-            open_duration: self.open_duration,
-            max_open_duration: self.max_open_duration,
-            half_open_permits: self.half_open_permits,
-            success_threshold: self.success_threshold,
-            probe_timeout: self.probe_timeout,
-            fail_fast: self.fail_fast,
-            retry_after_bounds: self.retry_after_bounds,
-            history_len: self.history_len,
-            adaptive: self.adaptive,
+            settings: self.settings,
             classifier,
         }
     }
@@ -249,22 +243,26 @@ impl<C> Builder<C> {
 
     fn validate(&self) -> Result<Config, ConfigError> {
         let err = ConfigError::new;
-        let name = self.name.clone().unwrap_or_else(|| "default".to_owned());
+        let name = self
+            .settings
+            .name
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
         if name.is_empty() {
             return Err(err("name", "must not be empty"));
         }
         let unit_rate = |r: f64| r > 0.0 && r <= 1.0;
-        if let Some(rate) = self.failure_rate {
+        if let Some(rate) = self.settings.failure_rate {
             if !unit_rate(rate) {
                 return Err(err("failure_rate", "must be in (0, 1]"));
             }
         }
-        if self.minimum_calls == 0 {
+        if self.settings.minimum_calls == 0 {
             return Err(err("minimum_calls", "must be at least 1"));
         }
-        match self.window {
+        match self.settings.window {
             WindowKind::Count(0) => return Err(err("count_window", "must be at least 1")),
-            WindowKind::Count(n) if self.minimum_calls > n && self.uses_window() => {
+            WindowKind::Count(n) if self.settings.minimum_calls > n && self.uses_window() => {
                 return Err(err(
                     "minimum_calls",
                     "must not exceed count_window, or the rate rules could never trip",
@@ -278,7 +276,7 @@ impl<C> Builder<C> {
             }
             _ => {}
         }
-        if let Some((threshold, rate)) = self.slow_calls {
+        if let Some((threshold, rate)) = self.settings.slow_calls {
             if threshold.is_zero() {
                 return Err(err("slow_calls", "the slow-call duration must be positive"));
             }
@@ -286,61 +284,64 @@ impl<C> Builder<C> {
                 return Err(err("slow_calls", "the slow-call rate must be in (0, 1]"));
             }
         }
-        if self.open_duration.is_zero() {
+        if self.settings.open_duration.is_zero() {
             return Err(err("open_duration", "must be positive"));
         }
-        let max_open_duration = self.max_open_duration.unwrap_or(self.open_duration);
-        if max_open_duration < self.open_duration {
+        let max_open_duration = self
+            .settings
+            .max_open_duration
+            .unwrap_or(self.settings.open_duration);
+        if max_open_duration < self.settings.open_duration {
             return Err(err(
                 "max_open_duration",
                 "must not be less than open_duration",
             ));
         }
-        if self.half_open_permits == 0 {
+        if self.settings.half_open_permits == 0 {
             return Err(err("half_open_permits", "must be at least 1"));
         }
-        if self.success_threshold == 0 {
+        if self.settings.success_threshold == 0 {
             return Err(err("success_threshold", "must be at least 1"));
         }
-        if self.success_threshold > self.half_open_permits {
+        if self.settings.success_threshold > self.settings.half_open_permits {
             return Err(err(
                 "success_threshold",
                 "must not exceed half_open_permits, or the circuit could never close",
             ));
         }
-        if self.probe_timeout.is_some_and(|d| d.is_zero()) {
+        if self.settings.probe_timeout.is_some_and(|d| d.is_zero()) {
             return Err(err("probe_timeout", "must be positive"));
         }
-        let (min, max) = self.retry_after_bounds;
+        let (min, max) = self.settings.retry_after_bounds;
         if min > max {
             return Err(err("retry_after_bounds", "min must not exceed max"));
         }
-        if self.history_len == 0 {
+        if self.settings.history_len == 0 {
             return Err(err("history_len", "must be at least 1"));
         }
-        if let Some(table) = &self.adaptive {
+        if let Some(table) = &self.settings.adaptive {
             table.validate()?;
         }
         Ok(Config {
             name: name.into(),
-            consecutive_failures: self.consecutive_failures,
-            failure_rate: self.failure_rate,
-            minimum_calls: self.minimum_calls,
-            window: self.window,
-            slow_calls: self.slow_calls,
-            open_duration: self.open_duration,
+            consecutive_failures: self.settings.consecutive_failures,
+            failure_rate: self.settings.failure_rate,
+            minimum_calls: self.settings.minimum_calls,
+            window: self.settings.window,
+            slow_calls: self.settings.slow_calls,
+            open_duration: self.settings.open_duration,
             max_open_duration,
-            half_open_permits: self.half_open_permits,
-            success_threshold: self.success_threshold,
-            probe_timeout: self.probe_timeout,
-            fail_fast: self.fail_fast,
-            retry_after_bounds: self.retry_after_bounds,
-            history_len: self.history_len,
-            adaptive: self.adaptive.clone(),
+            half_open_permits: self.settings.half_open_permits,
+            success_threshold: self.settings.success_threshold,
+            probe_timeout: self.settings.probe_timeout,
+            fail_fast: self.settings.fail_fast,
+            retry_after_bounds: self.settings.retry_after_bounds,
+            history_len: self.settings.history_len,
+            adaptive: self.settings.adaptive.clone(),
         })
     }
 
     fn uses_window(&self) -> bool {
-        self.failure_rate.is_some() || self.slow_calls.is_some()
+        self.settings.failure_rate.is_some() || self.settings.slow_calls.is_some()
     }
 }
