@@ -377,3 +377,51 @@ async fn stale_probe_from_an_earlier_half_open_phase_decides_nothing() {
     );
     assert_eq!(svc.handle().stats().consecutive_successes, 0);
 }
+
+/// Decision 13: a transition is an `info` event and a rejection a `debug` event, both carrying
+/// the breaker's name.
+#[cfg(feature = "tracing")]
+#[tokio::test(start_paused = true)]
+async fn transitions_and_rejections_emit_tracing_events_with_the_name() {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (mut svc, _inner) = breaker(CircuitBreakerLayer::builder().name("traced").fail_fast());
+    trip(&mut svc).await;
+    assert!(call(&mut svc, Req::Ok).await.is_err());
+    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let transition = log
+        .lines()
+        .find(|l| l.contains("circuit breaker transition"))
+        .expect(&log);
+    assert!(
+        transition.contains("INFO") && transition.contains("name=traced"),
+        "{transition}"
+    );
+    assert!(transition.contains("to=open"), "{transition}");
+    let rejection = log
+        .lines()
+        .find(|l| l.contains("rejected a call"))
+        .expect(&log);
+    assert!(
+        rejection.contains("DEBUG") && rejection.contains("name=traced"),
+        "{rejection}"
+    );
+}
