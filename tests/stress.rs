@@ -1,6 +1,6 @@
 //! Stress test: many tasks on a two-worker multi-thread runtime hammer one circuit breaker and
 //! one bulkhead with random outcomes (success, failure, ignored, slow, panic, dropped
-//! mid-flight), while other tasks force, close, disable and reset the circuit and resize the
+//! mid-flight, ready clone dropped without calling), while other tasks force, close, disable and reset the circuit and resize the
 //! bulkhead. Bounded in time and count (well under 20 s in a debug build).
 //!
 //! Invariants, checked throughout:
@@ -67,6 +67,8 @@ enum Kind {
     Slow,
     Panic,
     Dropped,
+    /// A clone polled ready, then dropped without calling.
+    ReadyDropped,
 }
 
 fn kind(rng: &mut Rng) -> Kind {
@@ -76,6 +78,7 @@ fn kind(rng: &mut Rng) -> Kind {
         13 => Kind::Ignored,
         14..=15 => Kind::Slow,
         16 => Kind::Panic,
+        17 => Kind::ReadyDropped,
         _ => Kind::Dropped,
     }
 }
@@ -137,6 +140,7 @@ async fn outcome(kind: Kind, exit: Exit) -> Result<u8, BoxError> {
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok(0)
         }
+        Kind::ReadyDropped => unreachable!("never called"),
     }
 }
 
@@ -217,8 +221,16 @@ impl Classify<u8, BoxError> for Classifier {
 /// One call through `svc`: dropped mid-flight when `kind` says so.
 async fn one_call<S>(svc: &mut S, kind: Kind) -> Result<(), String>
 where
-    S: Service<Kind, Response = u8, Error = BoxError>,
+    S: Service<Kind, Response = u8, Error = BoxError> + Clone,
 {
+    if let Kind::ReadyDropped = kind {
+        let mut clone = svc.clone();
+        return match timeout(STUCK, clone.ready()).await {
+            Ok(Ok(_)) => Ok(()), // the clone and its reservation are dropped here
+            Ok(Err(e)) => Err(format!("poll_ready failed: {e}")),
+            Err(_) => Err("left waiting in poll_ready".into()),
+        };
+    }
     let svc = match timeout(STUCK, svc.ready()).await {
         Ok(Ok(svc)) => svc,
         Ok(Err(e)) => return Err(format!("poll_ready failed: {e}")),
