@@ -14,7 +14,7 @@
 //! - readiness is sticky: a second `poll_ready` keeps the reservation; a manual change after
 //!   `Ready` does not take it back.
 //! - `Pending` registers a waker that is woken: when the inner service becomes ready, when a
-//!   reservation is released, when the circuit is closed by hand.
+//!   reservation is released, when the circuit is closed by hand, when the open period ends.
 //! - dropping a ready clone, a response future, or a response future whose inner future
 //!   panicked gives back what it reserved.
 //! - clones do not share reservations.
@@ -339,6 +339,34 @@ pub async fn manual_close_wakes<T: Subject>() {
             assert!(ready(w).is_ready());
         }
     }
+}
+
+/// With a circuit in default mode: `Pending` on an open circuit registers a waker (and a timer)
+/// that is woken when the open period ends; then the caller is admitted as a probe.
+pub async fn pending_open_circuit_wakes_at_the_deadline<T: Subject>() {
+    if !T::WAITS {
+        return;
+    }
+    let (svc, inner) = setup::<T>().await;
+    let Some(circuit) = T::circuit(&svc) else {
+        return;
+    };
+    // The probe fails: open again for `OPEN`.
+    let mut holder = take::<T>(&svc);
+    let (tx, rx) = oneshot::channel();
+    let _ = tx.send(Out::Err);
+    assert!(holder.call(rx).await.is_err());
+    assert_eq!(circuit.state(), tower_breaker::circuit_breaker::State::Open);
+    let mut waiter = task::spawn(svc.clone());
+    assert!(ready(&mut waiter).is_pending());
+    tokio::time::advance(OPEN - Duration::from_millis(1)).await;
+    assert!(!waiter.is_woken(), "not before the deadline");
+    assert!(ready(&mut waiter).is_pending());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(waiter.is_woken(), "contract: woken at the open deadline");
+    assert!(ready(&mut waiter).is_ready());
+    drop(waiter);
+    assert!(admits(&svc, &inner));
 }
 
 /// Dropping a ready clone gives back what it reserved.

@@ -209,6 +209,11 @@ macro_rules! contract {
             }
 
             #[tokio::test(start_paused = true)]
+            async fn pending_open_circuit_wakes_at_the_deadline() {
+                super::super::pending_open_circuit_wakes_at_the_deadline::<$subject>().await;
+            }
+
+            #[tokio::test(start_paused = true)]
             async fn dropping_a_ready_clone_releases() {
                 super::super::dropping_a_ready_clone_releases::<$subject>().await;
             }
