@@ -210,3 +210,56 @@ fn force_closed_races_a_waiter() {
         assert!(ready || woke, "lost wake-up on force_closed");
     });
 }
+
+/// A probe result from an earlier half-open phase races the circuit entering a new half-open
+/// phase (and a new probe succeeding in it): whatever the order, the stale success decides
+/// nothing — the new phase has one success of the two it needs, so it stays half-open.
+#[test]
+fn stale_probe_result_races_a_new_half_open_phase() {
+    model(|| {
+        let layer = CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .open_duration(Duration::from_secs(1))
+            .half_open_permits(2)
+            .success_threshold(2)
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let mut svc = layer.layer(Echo);
+        complete(&mut svc, false);
+        loom_clock::advance(Duration::from_secs(1));
+        assert_eq!(handle.state(), State::HalfOpen);
+        // Probe A is admitted and left running; probe B fails and reopens the circuit.
+        let mut a = svc.clone();
+        let (_, waker) = flag();
+        assert!(poll_ready(&mut a, &waker));
+        let stale = a.call(true);
+        complete(&mut svc.clone(), false);
+        assert_eq!(handle.state(), State::Open);
+        // The open period is over: the next look at the circuit starts a new half-open phase.
+        loom_clock::advance(Duration::from_secs(1));
+
+        let finisher = thread::spawn(move || {
+            let (_, waker) = flag();
+            let mut stale = std::pin::pin!(stale);
+            assert!(stale
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_ready());
+        });
+        let h = handle.clone();
+        let mut c = svc.clone();
+        let prober = thread::spawn(move || {
+            assert_eq!(h.state(), State::HalfOpen);
+            complete(&mut c, true); // probe C of the new phase succeeds
+        });
+        finisher.join().unwrap();
+        prober.join().unwrap();
+        let stats = handle.stats();
+        assert_eq!(
+            (stats.state, stats.consecutive_successes),
+            (State::HalfOpen, 1),
+            "a stale probe success counted in a later half-open phase"
+        );
+    });
+}
