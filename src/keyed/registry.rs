@@ -45,7 +45,7 @@ struct Map<K, C> {
 /// One key's circuit, and what eviction needs to know about it.
 struct Entry<C> {
     shared: Arc<Shared>,
-    bulkhead: Option<Arc<BulkheadShared>>,
+    bulkhead: Option<crate::sync::Arc<BulkheadShared>>,
     classifier: C,
     /// One clone per call in flight, plus this one.
     in_flight: Arc<()>,
@@ -60,7 +60,7 @@ pub(super) struct Parts<C> {
     pub(super) classifier: C,
     /// Marks the key busy (not evicted first) while a call is in flight.
     pub(super) in_flight: Arc<()>,
-    pub(super) bulkhead: Option<Arc<BulkheadShared>>,
+    pub(super) bulkhead: Option<crate::sync::Arc<BulkheadShared>>,
 }
 
 impl<C> Entry<C> {
