@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok};
 use tower_breaker::bulkhead::error::{BulkheadFull, BulkheadTimeout};
 
-use crate::{callers, layer, Inner, WAIT};
+use crate::{layer, Inner, WAIT};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -186,45 +186,4 @@ fn public_types_are_send_sync_and_debug() {
     let layer = layer(1, 1, WAIT);
     let text = format!("{layer:?} {:?}", layer.handle());
     assert!(text.contains("test"), "{text}");
-}
-
-#[cfg(feature = "tracing")]
-#[tokio::test(start_paused = true)]
-async fn rejections_and_timeouts_emit_tracing_events() {
-    use std::sync::Mutex;
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let inner = Inner::default();
-    let layer = layer(1, 1, Duration::from_millis(10));
-    let mut c = callers(&layer, &inner, 3);
-    assert_ready_ok!(c[0].poll_ready());
-    assert_pending!(c[1].poll_ready());
-    assert_ready_ok!(c[2].poll_ready());
-    tokio::time::advance(Duration::from_millis(10)).await;
-    assert_ready_ok!(c[1].poll_ready());
-
-    let logged = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    assert!(logged.contains("bulkhead full"), "{logged}");
-    assert!(logged.contains("wait timed out"), "{logged}");
-    assert_eq!(logged.matches("bulkhead=test").count(), 2, "{logged}");
 }
