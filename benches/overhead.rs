@@ -7,6 +7,7 @@
 //! runtime entered, as a user's would. Peers and their configurations: see
 //! `benches/common/mod.rs`. Run: `cargo bench --bench overhead`.
 
+use std::future::Future;
 use std::hint::black_box;
 use std::task::Context;
 
@@ -143,6 +144,50 @@ mod open_fail_fast {
         b.bench_local(|| {
             x = x.wrapping_add(1);
             drive_rejected(&mut svc, &mut cx, black_box(x));
+        });
+    }
+
+    /// failsafe, tripped by 5 failures: its future rejects without polling the inner one.
+    #[divan::bench]
+    fn peer_failsafe_rejection(b: Bencher<'_, '_>) {
+        use failsafe::futures::CircuitBreaker as _;
+        let rt = runtime();
+        let _guard = rt.enter();
+        let breaker = failsafe_breaker();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..5 {
+            let mut f = std::pin::pin!(breaker.call(std::future::ready(Err::<u64, _>(Never))));
+            let _ = f.as_mut().poll(&mut cx);
+        }
+        assert!(!breaker.is_call_permitted());
+        b.bench_local(|| {
+            let mut f = std::pin::pin!(breaker.call(bare_future(1)));
+            match f.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(r) => assert!(black_box(r.is_err())),
+                std::task::Poll::Pending => panic!("a rejection must be immediate"),
+            }
+        });
+    }
+
+    /// recloser, tripped by a full ring of failures.
+    #[divan::bench]
+    fn peer_recloser_rejection(b: Bencher<'_, '_>) {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let recloser = recloser();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..200 {
+            let mut f = std::pin::pin!(recloser.call(std::future::ready(Err::<u64, _>(Never))));
+            let _ = f.as_mut().poll(&mut cx);
+        }
+        b.bench_local(|| {
+            let mut f = std::pin::pin!(recloser.call(bare_future(1)));
+            match f.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(r) => assert!(black_box(r.is_err())),
+                std::task::Poll::Pending => panic!("a rejection must be immediate"),
+            }
         });
     }
 }
