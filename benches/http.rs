@@ -1,10 +1,12 @@
 //! HTTP on loopback: a hyper HTTP/1.1 server on 127.0.0.1 and a hyper-util client driven by
 //! concurrent tasks for a fixed time, requests per second bare vs. through this crate's layers
-//! (breaker; breaker + bulkhead; fail-fast breaker + bulkhead). Variants alternate round by
-//! round to spread drift evenly; the median of the rounds is reported with its ratio to bare.
+//! (breaker; breaker + bulkhead; fail-fast breaker + bulkhead). Every round measures every
+//! variant once, in an order that alternates round by round; each variant's ratio to bare is
+//! taken within the round (so drift between rounds cancels) and the median over rounds is
+//! reported. Every variant, bare included, is boxed the same way (`BoxCloneSyncService`).
 //!
-//! Run: `cargo bench --bench http` (`HTTP_SECS` per measurement, default 2; `HTTP_ROUNDS`,
-//! default 5; `HTTP_TASKS` concurrent client tasks, default 32).
+//! Run: `cargo bench --bench http` (`HTTP_SECS` per measurement, default 1; `HTTP_ROUNDS`,
+//! default 11; `HTTP_TASKS` concurrent client tasks, default 32).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -132,8 +134,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let secs: f64 = env("HTTP_SECS", 2.0);
-    let rounds: usize = env("HTTP_ROUNDS", 5);
+    let secs: f64 = env("HTTP_SECS", 1.0);
+    let rounds: usize = env("HTTP_ROUNDS", 11);
     let tasks: usize = env("HTTP_TASKS", 32);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
