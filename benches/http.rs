@@ -167,25 +167,27 @@ fn main() {
                 results[i].push(rps);
             }
         }
-        let bare = median(results[0].clone());
         println!(
-            "HTTP/1.1 loopback, {tasks} client tasks, {rounds} rounds of {secs} s, median req/s"
+            "HTTP/1.1 loopback, {tasks} client tasks, {rounds} rounds of {secs} s; \
+             median req/s, median of the per-round ratios to bare"
         );
         println!(
-            "{:<32} {:>10} {:>9} {:>8}",
-            "variant", "req/s", "vs bare", "lost"
+            "{:<30} {:>9} {:>9} {:>7} {:>19}",
+            "variant", "req/s", "vs bare", "lost", "ratio min..max"
         );
-        for (name, r) in names.iter().zip(results) {
-            let m = median(r.clone());
-            let spread = r.iter().cloned().fold(f64::MIN, f64::max)
-                - r.iter().cloned().fold(f64::MAX, f64::min);
+        for (name, r) in names.iter().zip(&results) {
+            let ratios: Vec<f64> = r.iter().zip(&results[0]).map(|(v, b)| v / b).collect();
+            let lo = ratios.iter().cloned().fold(f64::MAX, f64::min);
+            let hi = ratios.iter().cloned().fold(f64::MIN, f64::max);
+            let ratio = median(ratios);
             println!(
-                "{:<32} {:>10.0} {:>9.3} {:>7.1}%   (round spread {:.0} req/s)",
+                "{:<30} {:>9.0} {:>9.3} {:>6.1}% {:>9.3}..{:<9.3}",
                 name,
-                m,
-                m / bare,
-                (1.0 - m / bare) * 100.0,
-                spread
+                median(r.clone()),
+                ratio,
+                (1.0 - ratio) * 100.0,
+                lo,
+                hi
             );
         }
     });
