@@ -192,8 +192,8 @@ mod open_fail_fast {
     }
 }
 
-/// One clock read, for reading the time-window and slow-call figures (each such call reads the
-/// clock twice). `tokio::time::Instant::now()` is what the crate uses; with tokio's `test-util`
+/// Building blocks: one clock read, for reading the time-window and slow-call figures (each
+/// such call reads the clock twice), and one `Arc` clone + drop. `tokio::time::Instant::now()` is what the crate uses; with tokio's `test-util`
 /// feature (on in dev builds) it is one extra atomic load unless some test paused the clock.
 mod clock {
     use super::*;
@@ -201,6 +201,14 @@ mod clock {
     #[divan::bench]
     fn std_instant_now(b: Bencher<'_, '_>) {
         b.bench_local(std::time::Instant::now);
+    }
+
+    /// The `Arc` clone + drop the breaker's response future makes per call (two locked
+    /// read-modify-writes), for reading the breaker's figures.
+    #[divan::bench]
+    fn arc_clone_drop(b: Bencher<'_, '_>) {
+        let arc = std::sync::Arc::new(0u64);
+        b.bench_local(|| drop(black_box(arc.clone())));
     }
 
     #[divan::bench]
