@@ -1,72 +1,25 @@
-//! Per-call overhead in the closed state over a bare `service_fn`, single task, one process.
+//! Per-call overhead in the closed state over a bare `service_fn`, single task, one process;
+//! plus the open-state rejection cost in fail-fast mode and the cost of one clock read.
 //!
 //! Every variant drives the same loop body: `poll_ready` + `call` + poll the future to
 //! completion with a no-op waker, on an inner service whose future is already ready — so the
-//! differences are the middleware's own cost. Run: `cargo bench --bench overhead`.
-//!
-//! Peers are configured as close to our default as their APIs allow:
-//! - recloser 1.4 (`AsyncRecloser`): ring buffer of 100 calls, 50 % error rate (it has no
-//!   consecutive-failure rule), open 60 s; driven as a future wrapper (it is not a tower layer).
-//! - failsafe 1.3 (`failsafe::futures::CircuitBreaker`): consecutive failures 5, constant 60 s
-//!   back-off; a future wrapper (not a tower layer).
-//! - tower-resilience-circuitbreaker 0.14: count window 100, failure rate 50 %, open 60 s,
-//!   3 half-open calls (its default failure model).
-//! - tower `ConcurrencyLimit(1_000_000)`: a limit that never binds, as the cost of a semaphore.
+//! differences are the middleware's own cost. Every variant runs with a current-thread Tokio
+//! runtime entered, as a user's would. Peers and their configurations: see
+//! `benches/common/mod.rs`. Run: `cargo bench --bench overhead`.
 
-use std::future::{ready, Future, Ready};
+use std::future::Future;
 use std::hint::black_box;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::task::Context;
 
 use divan::Bencher;
-use tower::{Service, ServiceExt};
-use tower_breaker::circuit_breaker::CircuitBreakerLayer;
+use tower::Service;
 use tower_layer::Layer;
+
+mod common;
+use common::*;
 
 fn main() {
     divan::main();
-}
-
-#[derive(Debug)]
-struct Never;
-
-impl std::fmt::Display for Never {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("never")
-    }
-}
-
-impl std::error::Error for Never {}
-
-/// The bare inner service: `service_fn` over an already-ready future.
-fn bare(
-) -> impl Service<u64, Response = u64, Error = Never, Future = Ready<Result<u64, Never>>> + Clone {
-    tower::service_fn(|x: u64| ready(Ok::<u64, Never>(x)))
-}
-
-#[inline(always)]
-fn drive<S: Service<u64>>(svc: &mut S, cx: &mut Context<'_>, x: u64) {
-    match svc.poll_ready(cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("not ready"),
-    }
-    let mut future = std::pin::pin!(svc.call(x));
-    loop {
-        if let Poll::Ready(result) = future.as_mut().poll(cx) {
-            black_box(result.is_ok());
-            return;
-        }
-    }
-}
-
-fn bench_service<S: Service<u64>>(bencher: Bencher<'_, '_>, mut svc: S) {
-    let waker = futures::task::noop_waker();
-    let mut cx = Context::from_waker(&waker);
-    let mut x = 0u64;
-    bencher.bench_local(|| {
-        x = x.wrapping_add(1);
-        drive(&mut svc, &mut cx, black_box(x));
-    });
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -74,6 +27,18 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+fn bench_service<S: Service<u64>>(bencher: Bencher<'_, '_>, mut svc: S) {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut x = 0u64;
+    bencher.bench_local(|| {
+        x = x.wrapping_add(1);
+        drive(&mut svc, &mut cx, black_box(x));
+    });
 }
 
 mod closed_single_thread {
@@ -86,117 +51,170 @@ mod closed_single_thread {
 
     #[divan::bench]
     fn tower_concurrency_limit(b: Bencher<'_, '_>) {
-        bench_service(b, tower::limit::ConcurrencyLimit::new(bare(), 1_000_000));
+        bench_service(b, concurrency_limit());
     }
 
     #[divan::bench]
     fn breaker_default(b: Bencher<'_, '_>) {
-        let layer = CircuitBreakerLayer::new();
-        bench_service(b, layer.layer(bare()));
+        bench_service(b, breaker_default_layer().layer(bare()));
     }
 
     #[divan::bench]
     fn breaker_fail_fast(b: Bencher<'_, '_>) {
-        let layer = CircuitBreakerLayer::builder().fail_fast().build().unwrap();
-        bench_service(b, layer.layer(bare()));
+        bench_service(b, breaker_fail_fast_layer().layer(bare()));
     }
 
     #[divan::bench]
     fn breaker_count_window_rate(b: Bencher<'_, '_>) {
-        let layer = CircuitBreakerLayer::builder()
-            .failure_rate(0.5)
-            .count_window(100)
-            .build()
-            .unwrap();
-        bench_service(b, layer.layer(bare()));
+        bench_service(b, breaker_count_window_layer().layer(bare()));
     }
 
     #[divan::bench]
     fn breaker_time_window_rate_slow(b: Bencher<'_, '_>) {
-        let rt = runtime();
-        let _guard = rt.enter();
-        let layer = CircuitBreakerLayer::builder()
-            .failure_rate(0.5)
-            .time_window(Duration::from_secs(60))
-            .slow_calls(Duration::from_secs(10), 0.8)
-            .build()
-            .unwrap();
-        bench_service(b, layer.layer(bare()));
+        bench_service(b, breaker_time_window_slow_layer().layer(bare()));
+    }
+
+    #[divan::bench]
+    fn bulkhead(b: Bencher<'_, '_>) {
+        bench_service(b, bulkhead_layer().layer(bare()));
+    }
+
+    #[divan::bench]
+    fn breaker_plus_bulkhead(b: Bencher<'_, '_>) {
+        let svc = breaker_default_layer().layer(bulkhead_layer().layer(bare()));
+        bench_service(b, svc);
     }
 
     #[divan::bench]
     fn peer_recloser(b: Bencher<'_, '_>) {
-        let recloser: recloser::AsyncRecloser = recloser::Recloser::custom()
-            .error_rate(0.5)
-            .closed_len(100)
-            .open_wait(Duration::from_secs(60))
-            .build()
-            .into();
+        let rt = runtime();
+        let _guard = rt.enter();
+        let recloser = recloser();
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut x = 0u64;
         b.bench_local(|| {
             x = x.wrapping_add(1);
-            let mut future = std::pin::pin!(recloser.call(ready(Ok::<u64, Never>(black_box(x)))));
-            if let Poll::Ready(r) = future.as_mut().poll(&mut cx) {
-                black_box(r.is_ok());
-            }
+            drive_recloser(&recloser, &mut cx, x);
         });
     }
 
     #[divan::bench]
     fn peer_failsafe(b: Bencher<'_, '_>) {
-        use failsafe::futures::CircuitBreaker as _;
-        let breaker = failsafe::Config::new()
-            .failure_policy(failsafe::failure_policy::consecutive_failures(
-                5,
-                failsafe::backoff::constant(Duration::from_secs(60)),
-            ))
-            .build();
+        let rt = runtime();
+        let _guard = rt.enter();
+        let breaker = failsafe_breaker();
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut x = 0u64;
         b.bench_local(|| {
             x = x.wrapping_add(1);
-            let mut future = std::pin::pin!(breaker.call(ready(Ok::<u64, Never>(black_box(x)))));
-            if let Poll::Ready(r) = future.as_mut().poll(&mut cx) {
-                black_box(r.is_ok());
+            drive_failsafe(&breaker, &mut cx, x);
+        });
+    }
+
+    #[divan::bench]
+    fn peer_tower_resilience_circuitbreaker(b: Bencher<'_, '_>) {
+        // Its boxed futures complete on the first poll (an uncontended async mutex), so it is
+        // driven by the same loop as every other service.
+        bench_service(b, tr_breaker());
+    }
+
+    #[divan::bench]
+    fn peer_tower_resilience_bulkhead(b: Bencher<'_, '_>) {
+        bench_service(b, tr_bulkhead());
+    }
+}
+
+/// Fail-fast mode with the circuit forced open: `poll_ready` is ready and `call` returns a
+/// `CircuitOpen` error (boxed into `BoxError`: one allocation, the only one a rejection makes).
+mod open_fail_fast {
+    use super::*;
+
+    #[divan::bench]
+    fn breaker_rejection(b: Bencher<'_, '_>) {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let layer = breaker_fail_fast_layer();
+        layer.handle().force_open();
+        let mut svc = layer.layer(bare());
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut x = 0u64;
+        b.bench_local(|| {
+            x = x.wrapping_add(1);
+            drive_rejected(&mut svc, &mut cx, black_box(x));
+        });
+    }
+
+    /// failsafe, tripped by 5 failures: its future rejects without polling the inner one.
+    #[divan::bench]
+    fn peer_failsafe_rejection(b: Bencher<'_, '_>) {
+        use failsafe::futures::CircuitBreaker as _;
+        let rt = runtime();
+        let _guard = rt.enter();
+        let breaker = failsafe_breaker();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..5 {
+            let mut f = std::pin::pin!(breaker.call(std::future::ready(Err::<u64, _>(Never))));
+            let _ = f.as_mut().poll(&mut cx);
+        }
+        assert!(!breaker.is_call_permitted());
+        b.bench_local(|| {
+            let mut f = std::pin::pin!(breaker.call(bare_future(1)));
+            match f.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(r) => assert!(black_box(r.is_err())),
+                std::task::Poll::Pending => panic!("a rejection must be immediate"),
             }
         });
     }
 
+    /// recloser, tripped by a full ring of failures.
     #[divan::bench]
-    fn peer_tower_resilience(b: Bencher<'_, '_>) {
+    fn peer_recloser_rejection(b: Bencher<'_, '_>) {
         let rt = runtime();
         let _guard = rt.enter();
-        let layer = tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
-            .failure_rate_threshold(0.5)
-            .sliding_window_size(100)
-            .wait_duration_in_open(Duration::from_secs(60))
-            .permitted_calls_in_half_open(3)
-            .build()
-            .unwrap();
-        let svc = layer.layer(bare());
-        // Its futures may need the runtime (async mutex); drive them on it.
-        let mut svc = svc;
+        let recloser = recloser();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..200 {
+            let mut f = std::pin::pin!(recloser.call(std::future::ready(Err::<u64, _>(Never))));
+            let _ = f.as_mut().poll(&mut cx);
+        }
         b.bench_local(|| {
-            rt.block_on(async {
-                let r = svc.ready().await.unwrap().call(black_box(1)).await;
-                black_box(r.is_ok());
-            })
+            let mut f = std::pin::pin!(recloser.call(bare_future(1)));
+            match f.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(r) => assert!(black_box(r.is_err())),
+                std::task::Poll::Pending => panic!("a rejection must be immediate"),
+            }
         });
+    }
+}
+
+/// Building blocks: one clock read, for reading the time-window and slow-call figures (each
+/// such call reads the clock twice), and one `Arc` clone + drop. `tokio::time::Instant::now()` is what the crate uses; with tokio's `test-util`
+/// feature (on in dev builds) it is one extra atomic load unless some test paused the clock.
+mod clock {
+    use super::*;
+
+    #[divan::bench]
+    fn std_instant_now(b: Bencher<'_, '_>) {
+        b.bench_local(std::time::Instant::now);
+    }
+
+    /// The `Arc` clone + drop the breaker's response future makes per call (two locked
+    /// read-modify-writes), for reading the breaker's figures.
+    #[divan::bench]
+    fn arc_clone_drop(b: Bencher<'_, '_>) {
+        let arc = std::sync::Arc::new(0u64);
+        b.bench_local(|| drop(black_box(arc.clone())));
     }
 
     #[divan::bench]
-    fn z_bare_on_block_on(b: Bencher<'_, '_>) {
-        // The baseline for `peer_tower_resilience`, which needs `block_on` per call.
+    fn tokio_instant_now(b: Bencher<'_, '_>) {
         let rt = runtime();
-        let mut svc = bare();
-        b.bench_local(|| {
-            rt.block_on(async {
-                let r = svc.ready().await.unwrap().call(black_box(1)).await;
-                black_box(r.is_ok());
-            })
-        });
+        let _guard = rt.enter();
+        b.bench_local(tokio::time::Instant::now);
     }
 }

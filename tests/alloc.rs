@@ -113,3 +113,77 @@ fn admitted_calls_do_not_allocate() {
     drive(&mut svc, 1_000);
     assert_eq!(drive(&mut svc, 10_000), 0, "closure classifier");
 }
+
+#[test]
+fn stacked_breaker_and_bulkhead_admitted_calls_do_not_allocate() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let b = CircuitBreakerLayer::builder;
+    let bulkhead = || {
+        tower_breaker::bulkhead::BulkheadLayer::builder()
+            .max_concurrent(4)
+            .build()
+            .unwrap()
+    };
+    for (name, breaker) in [
+        ("default + bulkhead", b()),
+        ("fail-fast + bulkhead", b().fail_fast()),
+        (
+            "count window + bulkhead",
+            b().failure_rate(0.5).count_window(100),
+        ),
+        (
+            "time window + slow calls + bulkhead",
+            b().failure_rate(0.5)
+                .time_window(Duration::from_secs(60))
+                .slow_calls(Duration::from_secs(10), 0.8),
+        ),
+    ] {
+        let breaker = breaker.build().unwrap();
+        let mut svc = breaker.layer(bulkhead().layer(Echo));
+        drive(&mut svc, 1_000);
+        let allocations = drive(&mut svc, 10_000);
+        assert_eq!(
+            allocations, 0,
+            "{name}: {allocations} allocations in 10 000 admitted calls"
+        );
+    }
+}
+
+#[test]
+fn a_fail_fast_rejection_allocates_only_its_boxed_error() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let layer = CircuitBreakerLayer::builder().fail_fast().build().unwrap();
+    layer.handle().force_open();
+    let mut svc = layer.layer(Echo);
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut reject = |calls: u64| {
+        allocation_counter::measure(|| {
+            for i in 0..calls {
+                assert!(svc.poll_ready(&mut cx).is_ready());
+                let mut future = std::pin::pin!(svc.call(i));
+                match future.as_mut().poll(&mut cx) {
+                    Poll::Ready(Err(e)) => {
+                        assert!(e.is::<tower_breaker::circuit_breaker::error::CircuitOpen>())
+                    }
+                    _ => panic!("expected a rejection"),
+                }
+            }
+        })
+        .count_total
+    };
+    reject(100);
+    let allocations = reject(1_000);
+    assert!(
+        allocations <= 1_000,
+        "{allocations} allocations in 1 000 rejections (at most one each: the boxed error)"
+    );
+}

@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     open_until: AtomicU64,
     origin: Instant,
     needs_clock: bool,
+    /// No window, no adaptive table and no slow-call rule: a closed-state success changes only
+    /// the success counter and the failure streak (see [`Shared::record`]'s fast path).
+    plain: bool,
     adaptive: Option<Adaptive>,
     cold: Mutex<Cold>,
     listeners: Mutex<Vec<Listener>>,
@@ -78,6 +81,7 @@ impl Shared {
         if let Some(adaptive) = &adaptive {
             machine.set_base_open(adaptive.current().1);
         }
+        let plain = window.is_none() && adaptive.is_none() && !needs_clock;
         Shared {
             word: AtomicU64::new(machine.word().0),
             window,
@@ -86,6 +90,7 @@ impl Shared {
             open_until: AtomicU64::new(0),
             origin,
             needs_clock,
+            plain,
             adaptive,
             cold: Mutex::new(Cold {
                 machine,
@@ -210,6 +215,17 @@ impl Shared {
     /// Records a finished call that started at `started` (given when the slow-call rule needs
     /// it). Reads the clock at most once.
     pub(crate) fn record(&self, ticket: Ticket, outcome: Outcome, started: Option<Instant>) {
+        // Fast path, the same effect as the general path below for this case: a closed-state
+        // success with no window, no adaptive table and no slow-call rule needs no clock and
+        // only counts the success and clears the failure streak (if any, and if `generation`
+        // is still current).
+        if let (true, Ticket::Closed { generation }, Outcome::Success, None) =
+            (self.plain, ticket, &outcome, started)
+        {
+            self.counters.incr(SUCCESS);
+            self.update_streak(generation, false);
+            return;
+        }
         let (generation, probe) = match ticket {
             Ticket::Unrecorded => return, // disabled records nothing (decision 11)
             Ticket::Closed { generation } => (generation, None),
