@@ -126,19 +126,21 @@ impl Recorder {
 /// as a failure.
 #[derive(Debug)]
 pub(crate) struct CallGuard {
-    shared: Arc<Shared>,
+    owner: Owner,
     ticket: Option<Ticket>,
     started: Option<Instant>,
 }
 
 impl CallGuard {
-    pub(crate) fn new(shared: Arc<Shared>, ticket: Ticket) -> Self {
+    pub(crate) fn new(owner: impl Into<Owner>, ticket: Ticket) -> Self {
+        let owner = owner.into();
+        let shared = owner.shared();
         if matches!(ticket, Ticket::Probe { .. }) {
             shared.probe_started(&ticket);
         }
         let started = shared.needs_clock().then(crate::time::now);
         CallGuard {
-            shared,
+            owner,
             ticket: Some(ticket),
             started,
         }
@@ -146,7 +148,7 @@ impl CallGuard {
 
     pub(crate) fn finish(mut self, outcome: Outcome) {
         if let Some(ticket) = self.ticket.take() {
-            self.shared.record(ticket, outcome, self.started);
+            self.owner.shared().record(ticket, outcome, self.started);
         }
     }
 }
@@ -157,9 +159,54 @@ impl Drop for CallGuard {
             return;
         };
         if std::thread::panicking() {
-            self.shared.record(ticket, Outcome::Failure, self.started);
+            self.owner
+                .shared()
+                .record(ticket, Outcome::Failure, self.started);
         } else {
-            self.shared.release(ticket);
+            self.owner.shared().release(ticket);
         }
+    }
+}
+
+/// How a call's guard keeps the breaker alive until the call is recorded.
+///
+/// Every call needs a strong reference to the breaker's [`Shared`] state, and bumping one
+/// shared reference count per call makes every thread write the same cache line. So a
+/// [`CircuitBreaker`](super::CircuitBreaker) clone that is used more than once gets its own
+/// [`Local`] handle (one allocation per such clone, never per call) and its calls bump that
+/// instead; a clone used once (axum clones a service per request) never allocates.
+#[derive(Debug)]
+pub(crate) enum Owner {
+    Shared(Arc<Shared>),
+    Local(Arc<Local>),
+}
+
+impl Owner {
+    #[inline]
+    fn shared(&self) -> &Shared {
+        match self {
+            Owner::Shared(shared) => shared,
+            Owner::Local(local) => &local.shared,
+        }
+    }
+}
+
+impl From<Arc<Shared>> for Owner {
+    fn from(shared: Arc<Shared>) -> Self {
+        Owner::Shared(shared)
+    }
+}
+
+/// One service clone's own handle on the breaker; cache-line aligned so that two clones'
+/// handles, used from two threads, never share a line.
+#[derive(Debug)]
+#[repr(align(128))]
+pub(crate) struct Local {
+    shared: Arc<Shared>,
+}
+
+impl Local {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Local { shared }
     }
 }

@@ -10,7 +10,7 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::classify::{ClassifyResponse, DefaultClassifier};
-use super::future::{CallGuard, ResponseFuture};
+use super::future::{CallGuard, Local, Owner, ResponseFuture};
 use super::handle::Handle;
 use super::shared::{Admission, Shared};
 use super::state::Ticket;
@@ -60,6 +60,9 @@ pub struct CircuitBreaker<S, C = DefaultClassifier> {
     classifier: C,
     reservation: Reservation,
     wait: Wait,
+    /// This clone's own handle, made at its second call (see [`Owner`]).
+    local: Option<Arc<Local>>,
+    called_once: bool,
 }
 
 #[derive(Debug)]
@@ -108,7 +111,24 @@ impl<S, C> CircuitBreaker<S, C> {
             classifier,
             reservation: Reservation::None,
             wait: Wait::default(),
+            local: None,
+            called_once: false,
         }
+    }
+
+    /// What this call's guard holds on to: the shared state on a clone's first call, then the
+    /// clone's own handle (see [`Owner`]).
+    fn owner(&mut self) -> Owner {
+        if let Some(local) = &self.local {
+            return Owner::Local(local.clone());
+        }
+        if !self.called_once {
+            self.called_once = true;
+            return Owner::Shared(self.shared.clone());
+        }
+        let local = Arc::new(Local::new(self.shared.clone()));
+        self.local = Some(local.clone());
+        Owner::Local(local)
     }
 
     /// A [`Handle`] on this service's circuit.
@@ -222,7 +242,7 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         match std::mem::replace(&mut self.reservation, Reservation::None) {
             Reservation::Admitted(ticket) => {
-                let guard = CallGuard::new(self.shared.clone(), ticket);
+                let guard = CallGuard::new(self.owner(), ticket);
                 ResponseFuture::called(self.inner.call(request), guard, self.classifier.clone())
             }
             Reservation::Rejected => {
