@@ -23,6 +23,10 @@ use tower_breaker::bulkhead::{Bulkhead, BulkheadLayer, Handle, ResponseFuture};
 use tower_breaker::BoxError;
 use tower_layer::Layer;
 
+#[path = "support/quiet_panics.rs"]
+mod quiet_panics;
+use quiet_panics::quiet_expected_panics;
+
 const START_CONCURRENT: usize = 2;
 const MAX_QUEUE: usize = 3;
 /// Half a millisecond over a whole number of milliseconds: time advances in whole milliseconds,
@@ -408,18 +412,4 @@ proptest! {
             .unwrap();
         rt.block_on(run(ops));
     }
-}
-
-/// The inner service's deliberate panics would flood the output; every other panic (a failed
-/// assertion) still reaches the default hook.
-fn quiet_expected_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<&str>() != Some(&"inner panic") {
-                default(info);
-            }
-        }));
-    });
 }

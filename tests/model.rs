@@ -20,6 +20,10 @@ use tower_breaker::circuit_breaker::{CircuitBreakerLayer, Handle, Outcome, State
 use tower_breaker::BoxError;
 use tower_layer::Layer;
 
+#[path = "support/quiet_panics.rs"]
+mod quiet_panics;
+use quiet_panics::quiet_expected_panics;
+
 const THRESHOLD: u32 = 3;
 const OPEN: Duration = Duration::from_secs(10);
 const PERMITS: u32 = 2;
@@ -531,18 +535,4 @@ proptest! {
             .unwrap();
         rt.block_on(run(ops));
     }
-}
-
-/// The inner service's deliberate panics would flood the output; every other panic (a failed
-/// assertion) still reaches the default hook.
-fn quiet_expected_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<&str>() != Some(&"inner panic") {
-                default(info);
-            }
-        }));
-    });
 }

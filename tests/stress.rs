@@ -35,6 +35,10 @@ use tower_breaker::circuit_breaker::{CircuitBreakerLayer, Classify, Handle, Outc
 use tower_breaker::BoxError;
 use tower_layer::Layer;
 
+#[path = "support/quiet_panics.rs"]
+mod quiet_panics;
+use quiet_panics::quiet_expected_panics;
+
 const TASKS: usize = 64;
 const ITERATIONS: usize = 60;
 const PERMITS: u32 = 2;
@@ -452,18 +456,4 @@ async fn run(seed: u64) {
         circuit.stats().transitions.len(),
         bulkhead_handle.stats()
     );
-}
-
-/// The inner services' deliberate panics would flood the output; every other panic (a failed
-/// assertion) still reaches the default hook.
-fn quiet_expected_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<&str>() != Some(&"inner panic") {
-                default(info);
-            }
-        }));
-    });
 }
