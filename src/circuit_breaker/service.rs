@@ -83,23 +83,16 @@ struct Wait {
 impl Wait {
     /// Polls the timer armed at `deadline`; `Pending` also when no timer can be armed.
     fn poll_until(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
-        match &mut self.sleep {
-            Some(sleep) => {
-                if sleep.deadline() != deadline {
-                    sleep.as_mut().reset(deadline);
-                }
-            }
-            None => {
-                if tokio::runtime::Handle::try_current().is_err() {
-                    return Poll::Pending;
-                }
-                self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline)));
-            }
+        if self.sleep.is_none() && tokio::runtime::Handle::try_current().is_err() {
+            return Poll::Pending;
         }
-        match &mut self.sleep {
-            Some(sleep) => sleep.as_mut().poll(cx),
-            None => Poll::Pending,
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
         }
+        sleep.as_mut().poll(cx)
     }
 }
 
