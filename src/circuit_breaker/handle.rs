@@ -16,6 +16,33 @@ use super::state::{Reason, State, Transition};
 ///
 /// Every manual operation starts a new generation, so calls admitted before it do not count
 /// after it, and wakes every waiting service at once.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use tower_breaker::circuit_breaker::{CircuitBreakerLayer, State};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let layer = CircuitBreakerLayer::builder().name("payments").build().unwrap();
+/// let handle = layer.handle();
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let log = seen.clone();
+/// handle.on_transition(move |t| log.lock().unwrap().push((t.from, t.to)));
+///
+/// handle.force_open(); // maintenance: stop calling the dependency
+/// assert_eq!(handle.state(), State::ForcedOpen);
+/// assert!(!handle.is_admitting());
+/// handle.reset(); // back to a fresh closed circuit
+///
+/// let stats = handle.stats();
+/// assert_eq!((stats.name.as_str(), stats.state, stats.total_calls), ("payments", State::Closed, 0));
+/// assert_eq!(
+///     *seen.lock().unwrap(),
+///     [(State::Closed, State::ForcedOpen), (State::ForcedOpen, State::Closed)]
+/// );
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Handle {
     pub(crate) shared: Arc<Shared>,
