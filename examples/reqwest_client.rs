@@ -1,4 +1,4 @@
-//! A `reqwest::Client` behind a circuit breaker (and a concurrency limit), against a loopback
+//! A `reqwest::Client` behind a circuit breaker and a bulkhead, against a loopback
 //! server that fails three times and then recovers.
 //!
 //! Run with `cargo run --example reqwest_client --features http`.
@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use tower::limit::ConcurrencyLimitLayer;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_breaker::circuit_breaker::{CircuitBreakerLayer, Classify, DefaultClassifier};
 use tower_breaker::http::HttpClassifier;
@@ -52,7 +51,8 @@ async fn main() -> Result<(), tower_breaker::BoxError> {
 
     // reqwest's response is not an `http::Response`: classify it from its status and headers.
     let http = HttpClassifier::new();
-    let classify = move |result: Result<&reqwest::Response, &reqwest::Error>| match result {
+    let classify = move |result: Result<&reqwest::Response, &tower_breaker::BoxError>| match result
+    {
         Ok(res) => http.classify_parts(res.status(), res.headers()),
         Err(e) => DefaultClassifier.classify(Err::<&(), _>(e)),
     };
@@ -70,8 +70,14 @@ async fn main() -> Result<(), tower_breaker::BoxError> {
     let client = reqwest::Client::new();
     let mut svc = ServiceBuilder::new()
         .layer(breaker)
-        // Stand-in for this crate's bulkhead: bound the calls in flight, inside the breaker.
-        .layer(ConcurrencyLimitLayer::new(8))
+        // This crate's bulkhead, inside the breaker: at most 8 calls in flight, 100 waiting;
+        // its own rejections are local backpressure, which the classifier's error arm ignores.
+        .layer(
+            tower_breaker::bulkhead::BulkheadLayer::builder()
+                .name("api")
+                .max_concurrent(8)
+                .build()?,
+        )
         .service(client.clone());
 
     for attempt in 1..=5 {

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use common::{serve, Proto};
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use tower::limit::ConcurrencyLimitLayer;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_breaker::circuit_breaker::{
     CircuitBreakerLayer, Classify, DefaultClassifier, Outcome, State,
@@ -50,13 +49,18 @@ async fn reqwest_client_trips_then_recovers() {
         .build()
         .unwrap();
     let handle = breaker.handle();
+    let bulkhead = tower_breaker::bulkhead::BulkheadLayer::builder()
+        .name("reqwest")
+        .max_concurrent(4)
+        .build()
+        .unwrap();
+    let slots = bulkhead.handle();
     let client = reqwest::Client::new();
     let mut svc = ServiceBuilder::new()
         .layer(breaker)
-        // Stand-in for `tower_breaker::bulkhead::BulkheadLayer`, which is not in this tree yet:
-        // the bulkhead goes inside the breaker, so its rejections reach the breaker's classifier
-        // (which ignores them) instead of tripping the circuit.
-        .layer(ConcurrencyLimitLayer::new(4))
+        // The bulkhead goes inside the breaker, so its rejections reach the breaker's
+        // classifier (which ignores them) instead of tripping the circuit.
+        .layer(bulkhead)
         .service(client.clone());
     let url = server.url("/");
     let request = || client.get(&url).build().unwrap();
@@ -88,6 +92,12 @@ async fn reqwest_client_trips_then_recovers() {
     let stats = handle.stats();
     assert_eq!((stats.successful_calls, stats.failed_calls), (2, 3));
     assert_eq!(server.hits(), 5);
+    let slots = slots.stats();
+    assert_eq!(
+        (slots.active, slots.available, slots.rejected),
+        (0, 4, 0),
+        "every slot back"
+    );
 
     server.shutdown().await;
 }
