@@ -472,14 +472,7 @@ impl Shared {
     pub(crate) fn state(&self) -> State {
         match self.word().state() {
             state @ (State::Closed | State::Disabled | State::ForcedOpen) => state,
-            State::Open | State::HalfOpen => {
-                let now = crate::time::now();
-                let mut cold = lock(&self.cold);
-                let transition = cold.machine.advance(now, &self.config);
-                let state = cold.machine.state();
-                self.finish(cold, transition, false);
-                state
-            }
+            State::Open | State::HalfOpen => self.observe(|machine, _| machine.state()),
         }
     }
 
@@ -489,31 +482,31 @@ impl Shared {
             State::Closed | State::Disabled => true,
             State::ForcedOpen => false,
             State::Open | State::HalfOpen => {
-                let now = crate::time::now();
-                let mut cold = lock(&self.cold);
-                let transition = cold.machine.advance(now, &self.config);
-                let admitting = cold.machine.has_free_permit(&self.config);
-                self.finish(cold, transition, false);
-                admitting
+                self.observe(|machine, _| machine.has_free_permit(&self.config))
             }
         }
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
+        self.observe(|machine, now| Snapshot {
+            state: machine.state(),
+            consecutive_failures: self.word().failures(),
+            consecutive_successes: machine.probe_successes(),
+            retry_after: machine.retry_after(now),
+            transitions: machine.history().cloned().collect(),
+            window: self.window.as_ref().map(|w| w.totals(now)),
+        })
+    }
+
+    /// Reads the state machine after applying the transitions time alone has caused (an open
+    /// circuit whose duration ended is half-open by now), publishing any such transition.
+    fn observe<R>(&self, read: impl FnOnce(&Machine, Instant) -> R) -> R {
         let now = crate::time::now();
         let mut cold = lock(&self.cold);
         let transition = cold.machine.advance(now, &self.config);
-        let state = cold.machine.state();
-        let snapshot = Snapshot {
-            state,
-            consecutive_failures: self.word().failures(),
-            consecutive_successes: cold.machine.probe_successes(),
-            retry_after: cold.machine.retry_after(now),
-            transitions: cold.machine.history().cloned().collect(),
-            window: self.window.as_ref().map(|w| w.totals(now)),
-        };
+        let result = read(&cold.machine, now);
         self.finish(cold, transition, false);
-        snapshot
+        result
     }
 
     pub(crate) fn count(&self, which: usize) -> u64 {
