@@ -72,7 +72,10 @@ use std::future::Future;
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(3);
-    builder.check(f);
+    builder.check(move || {
+        loom_clock::reset();
+        f()
+    });
 }
 
 /// A half-open breaker with one probe permit (reached by tripping and advancing the clock).
