@@ -72,18 +72,23 @@ where
                 Poll::Ready(Err(error.into()))
             }
             KindProj::Called { future } => {
-                // The guard sits on this stack frame while user code (the inner future, then the
-                // classifier) runs, so that a panic drops it during unwinding and records a failure.
-                let guard = this.guard.take();
+                let guard = this.guard.as_mut().expect("polled after completion");
+                // Marked while the inner future runs: if it panics, the guard records a failure
+                // when it is dropped, whether that happens during the unwinding or later (an
+                // executor that catches the panic drops the future afterwards).
+                guard.in_inner_poll = true;
                 let result = match future.poll(cx) {
                     Poll::Pending => {
-                        *this.guard = guard;
+                        guard.in_inner_poll = false;
                         return Poll::Pending;
                     }
                     Poll::Ready(result) => result,
                 };
+                guard.in_inner_poll = false;
+                // The classifier owns the guard (in the `Recorder`) while it runs, so that a
+                // panic in it drops the guard during unwinding, which records a failure.
                 let recorder = Recorder {
-                    guard: guard.expect("polled after completion"),
+                    guard: this.guard.take().expect("polled after completion"),
                 };
                 Poll::Ready(
                     this.classifier
@@ -116,22 +121,26 @@ pub struct Recorder {
 
 impl Recorder {
     /// Records `outcome` for the call.
+    #[inline]
     pub fn record(self, outcome: Outcome) {
         self.guard.finish(outcome);
     }
 }
 
 /// One admitted call's claim on the breaker. Consumed by [`finish`](CallGuard::finish); dropped
-/// unfinished it is neutral (decision 7) — unless the thread is panicking, when the call counts
-/// as a failure.
+/// unfinished it is neutral (decision 7) — unless the inner future panicked (the guard was
+/// dropped while marked `in_inner_poll`) or the thread is panicking, when the call counts as a
+/// failure.
 #[derive(Debug)]
 pub(crate) struct CallGuard {
     owner: Owner,
     ticket: Option<Ticket>,
     started: Option<Instant>,
+    in_inner_poll: bool,
 }
 
 impl CallGuard {
+    #[inline]
     pub(crate) fn new(owner: impl Into<Owner>, ticket: Ticket) -> Self {
         let owner = owner.into();
         let shared = owner.shared();
@@ -143,9 +152,11 @@ impl CallGuard {
             owner,
             ticket: Some(ticket),
             started,
+            in_inner_poll: false,
         }
     }
 
+    #[inline]
     pub(crate) fn finish(mut self, outcome: Outcome) {
         if let Some(ticket) = self.ticket.take() {
             self.owner.shared().record(ticket, outcome, self.started);
@@ -154,11 +165,12 @@ impl CallGuard {
 }
 
 impl Drop for CallGuard {
+    #[inline]
     fn drop(&mut self) {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
-        if std::thread::panicking() {
+        if self.in_inner_poll || std::thread::panicking() {
             self.owner
                 .shared()
                 .record(ticket, Outcome::Failure, self.started);

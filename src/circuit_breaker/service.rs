@@ -73,6 +73,12 @@ enum Reservation {
     Rejected,
 }
 
+/// What a clone holds once `poll_ready` is ready.
+enum Reserved {
+    Admission,
+    Rejection,
+}
+
 /// A waiting clone's registration: its slot in the circuit's waiter list and its timer.
 #[derive(Default)]
 struct Wait {
@@ -111,10 +117,17 @@ impl<S, C> CircuitBreaker<S, C> {
 
     /// What this call's guard holds on to: the shared state on a clone's first call, then the
     /// clone's own handle (see [`Owner`]).
+    #[inline]
     fn owner(&mut self) -> Owner {
-        if let Some(local) = &self.local {
-            return Owner::Local(local.clone());
+        match &self.local {
+            Some(local) => Owner::Local(local.clone()),
+            None => self.first_owners(),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn first_owners(&mut self) -> Owner {
         if !self.called_once {
             self.called_once = true;
             return Owner::Shared(self.shared.clone());
@@ -156,6 +169,35 @@ impl<S, C> CircuitBreaker<S, C> {
         {
             self.shared.release(ticket);
         }
+    }
+
+    /// `poll_ready`'s reservation when the closed-circuit fast path did not decide: keeps a
+    /// reservation still current, gives back a stale one, and asks the circuit again.
+    #[cold]
+    #[inline(never)]
+    fn poll_reservation(&mut self, cx: &mut Context<'_>) -> Poll<Reserved> {
+        match &self.reservation {
+            Reservation::None => {}
+            Reservation::Admitted(ticket) if self.shared.is_current(ticket) => {}
+            _ => self.give_back(),
+        }
+        if let Reservation::None = self.reservation {
+            match self.shared.admit_fast() {
+                Some(ticket) => self.reservation = Reservation::Admitted(ticket),
+                None if self.shared.config.fail_fast && self.shared.refuses_without_lock() => {
+                    self.reservation = Reservation::Rejected;
+                }
+                None => {
+                    if self.poll_admission(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+        Poll::Ready(match self.reservation {
+            Reservation::Rejected => Reserved::Rejection,
+            _ => Reserved::Admission,
+        })
     }
 
     /// Takes an admission (or, fail-fast, a rejection) from the cold path; `Pending` while the
@@ -201,26 +243,23 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        match &self.reservation {
-            Reservation::None => {}
-            Reservation::Admitted(ticket) if self.shared.is_current(ticket) => {}
-            _ => self.give_back(),
-        }
-        if let Reservation::None = self.reservation {
-            match self.shared.admit_fast() {
-                Some(ticket) => self.reservation = Reservation::Admitted(ticket),
-                None if self.shared.config.fail_fast && self.shared.refuses_without_lock() => {
-                    self.reservation = Reservation::Rejected;
+        // The common case inline (no reservation yet, the circuit closed); the rest out of line.
+        let admitted = match self.reservation {
+            Reservation::None => match self.shared.admit_fast() {
+                Some(ticket) => {
+                    self.reservation = Reservation::Admitted(ticket);
+                    true
                 }
-                None => {
-                    if self.poll_admission(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                }
+                None => false,
+            },
+            _ => false,
+        };
+        if !admitted {
+            match self.poll_reservation(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Reserved::Rejection) => return Poll::Ready(Ok(())),
+                Poll::Ready(Reserved::Admission) => {}
             }
-        }
-        if let Reservation::Rejected = self.reservation {
-            return Poll::Ready(Ok(()));
         }
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
@@ -238,14 +277,24 @@ where
                 let guard = CallGuard::new(self.owner(), ticket);
                 ResponseFuture::called(self.inner.call(request), guard, self.classifier.clone())
             }
-            Reservation::Rejected => {
-                ResponseFuture::rejected(self.shared.reject(), self.classifier.clone())
-            }
-            Reservation::None => {
-                panic!("CircuitBreaker::call without a ready poll_ready; call poll_ready first")
-            }
+            Reservation::Rejected => rejection(&self.shared, &self.classifier),
+            Reservation::None => not_ready(),
         }
     }
+}
+
+/// A fail-fast rejection's future (out of line: the admitted call is the one to keep fast).
+#[cold]
+#[inline(never)]
+fn rejection<F, C: Clone>(shared: &Shared, classifier: &C) -> ResponseFuture<F, C> {
+    ResponseFuture::rejected(shared.reject(), classifier.clone())
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn not_ready() -> ! {
+    panic!("CircuitBreaker::call without a ready poll_ready; call poll_ready first")
 }
 
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {

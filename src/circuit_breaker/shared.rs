@@ -214,18 +214,26 @@ impl Shared {
 
     /// Records a finished call that started at `started` (given when the slow-call rule needs
     /// it). Reads the clock at most once.
+    #[inline]
     pub(crate) fn record(&self, ticket: Ticket, outcome: Outcome, started: Option<Instant>) {
-        // Fast path, the same effect as the general path below for this case: a closed-state
-        // success with no window, no adaptive table and no slow-call rule needs no clock and
-        // only counts the success and clears the failure streak (if any, and if `generation`
-        // is still current).
+        // Fast path, the same effect as the general path for this case: a closed-state success
+        // with no window, no adaptive table and no slow-call rule needs no clock and only counts
+        // the success and clears the failure streak (if any, and if `generation` is still
+        // current). Inlined into the response future; the rest stays out of line.
         if let (true, Ticket::Closed { generation }, Outcome::Success, None) =
             (self.plain, ticket, &outcome, started)
         {
             self.counters.incr(SUCCESS);
-            self.update_streak(generation, false);
+            if self.word().failures() != 0 {
+                self.update_streak(generation, false);
+            }
             return;
         }
+        self.record_general(ticket, outcome, started);
+    }
+
+    #[inline(never)]
+    fn record_general(&self, ticket: Ticket, outcome: Outcome, started: Option<Instant>) {
         let (generation, probe) = match ticket {
             Ticket::Unrecorded => return, // disabled records nothing (decision 11)
             Ticket::Closed { generation } => (generation, None),

@@ -37,6 +37,7 @@ pub enum State {
 }
 
 impl State {
+    #[cfg(test)]
     pub(crate) const ALL: [State; 5] = [
         State::Closed,
         State::Open,
@@ -67,7 +68,14 @@ impl State {
     }
 
     pub(crate) fn from_bits(bits: u64) -> State {
-        State::ALL[(bits & STATE_MASK) as usize]
+        // A match rather than indexing `ALL`: no bounds check on the hot path.
+        match bits & STATE_MASK {
+            0 => State::Closed,
+            1 => State::Open,
+            2 => State::HalfOpen,
+            3 => State::ForcedOpen,
+            _ => State::Disabled,
+        }
     }
 }
 
