@@ -26,7 +26,22 @@ pin_project! {
         #[pin]
         kind: Kind<F>,
         guard: Option<CallGuard>,
+        // Set while the inner future is polled: dropped with it set, the inner future panicked.
+        in_inner_poll: bool,
         classifier: C,
+    }
+
+    impl<F, C> PinnedDrop for ResponseFuture<F, C> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.in_inner_poll {
+                // Whether the drop is part of the unwinding or comes later (an executor that
+                // caught the panic), the call failed.
+                if let Some(guard) = this.guard.take() {
+                    guard.finish(Outcome::Failure);
+                }
+            }
+        }
     }
 }
 
@@ -43,6 +58,7 @@ impl<F, C> ResponseFuture<F, C> {
         ResponseFuture {
             kind: Kind::Called { future },
             guard: Some(guard),
+            in_inner_poll: false,
             classifier,
         }
     }
@@ -51,6 +67,7 @@ impl<F, C> ResponseFuture<F, C> {
         ResponseFuture {
             kind: Kind::Rejected { error: Some(error) },
             guard: None,
+            in_inner_poll: false,
             classifier,
         }
     }
@@ -72,19 +89,18 @@ where
                 Poll::Ready(Err(error.into()))
             }
             KindProj::Called { future } => {
-                let guard = this.guard.as_mut().expect("polled after completion");
-                // Marked while the inner future runs: if it panics, the guard records a failure
-                // when it is dropped, whether that happens during the unwinding or later (an
-                // executor that catches the panic drops the future afterwards).
-                guard.in_inner_poll = true;
+                if this.guard.is_none() {
+                    panic!("polled after completion");
+                }
+                *this.in_inner_poll = true;
                 let result = match future.poll(cx) {
                     Poll::Pending => {
-                        guard.in_inner_poll = false;
+                        *this.in_inner_poll = false;
                         return Poll::Pending;
                     }
                     Poll::Ready(result) => result,
                 };
-                guard.in_inner_poll = false;
+                *this.in_inner_poll = false;
                 // The classifier owns the guard (in the `Recorder`) while it runs, so that a
                 // panic in it drops the guard during unwinding, which records a failure.
                 let recorder = Recorder {
@@ -128,15 +144,13 @@ impl Recorder {
 }
 
 /// One admitted call's claim on the breaker. Consumed by [`finish`](CallGuard::finish); dropped
-/// unfinished it is neutral (decision 7) — unless the inner future panicked (the guard was
-/// dropped while marked `in_inner_poll`) or the thread is panicking, when the call counts as a
-/// failure.
+/// unfinished it is neutral (decision 7) — unless the thread is panicking, when the call counts
+/// as a failure.
 #[derive(Debug)]
 pub(crate) struct CallGuard {
     owner: Owner,
     ticket: Option<Ticket>,
     started: Option<Instant>,
-    in_inner_poll: bool,
 }
 
 impl CallGuard {
@@ -152,7 +166,6 @@ impl CallGuard {
             owner,
             ticket: Some(ticket),
             started,
-            in_inner_poll: false,
         }
     }
 
@@ -170,7 +183,7 @@ impl Drop for CallGuard {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
-        if self.in_inner_poll || std::thread::panicking() {
+        if std::thread::panicking() {
             self.owner
                 .shared()
                 .record(ticket, Outcome::Failure, self.started);

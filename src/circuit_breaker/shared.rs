@@ -56,9 +56,10 @@ pub(crate) struct Shared {
     open_until: AtomicU64,
     origin: Instant,
     needs_clock: bool,
-    /// No window, no adaptive table and no slow-call rule: a closed-state success changes only
-    /// the success counter and the failure streak (see [`Shared::record`]'s fast path).
-    plain: bool,
+    /// No adaptive table, no slow-call rule and no time window: a closed-state success needs
+    /// no clock, and changes only the success counter, the failure streak and a count window
+    /// (see [`Shared::record`]'s fast path).
+    clockless_success: bool,
     adaptive: Option<Adaptive>,
     cold: Mutex<Cold>,
     listeners: Mutex<Vec<Listener>>,
@@ -81,7 +82,8 @@ impl Shared {
         if let Some(adaptive) = &adaptive {
             machine.set_base_open(adaptive.current().1);
         }
-        let plain = window.is_none() && adaptive.is_none() && !needs_clock;
+        let clockless_success =
+            adaptive.is_none() && !needs_clock && !window.as_ref().is_some_and(Window::needs_clock);
         Shared {
             word: AtomicU64::new(machine.word().0),
             window,
@@ -90,7 +92,7 @@ impl Shared {
             open_until: AtomicU64::new(0),
             origin,
             needs_clock,
-            plain,
+            clockless_success,
             adaptive,
             cold: Mutex::new(Cold {
                 machine,
@@ -217,15 +219,21 @@ impl Shared {
     #[inline]
     pub(crate) fn record(&self, ticket: Ticket, outcome: Outcome, started: Option<Instant>) {
         // Fast path, the same effect as the general path for this case: a closed-state success
-        // with no window, no adaptive table and no slow-call rule needs no clock and only counts
-        // the success and clears the failure streak (if any, and if `generation` is still
-        // current). Inlined into the response future; the rest stays out of line.
+        // that needs no clock counts the success and, if `generation` is still the current
+        // closed one, clears the failure streak (if any) and enters a count window (it cannot
+        // trip a rate rule). Inlined into the response future; the rest stays out of line.
         if let (true, Ticket::Closed { generation }, Outcome::Success, None) =
-            (self.plain, ticket, &outcome, started)
+            (self.clockless_success, ticket, &outcome, started)
         {
             self.counters.incr(SUCCESS);
-            if self.word().failures() != 0 {
-                self.update_streak(generation, false);
+            let word = self.word();
+            if word.failures() != 0 && self.update_streak(generation, false).is_none() {
+                return; // a late result from an earlier generation
+            }
+            if let Some(window) = &self.window {
+                if word.generation() == generation && word.state() == State::Closed {
+                    window.record(false, false, None);
+                }
             }
             return;
         }
@@ -319,7 +327,9 @@ impl Shared {
             return self.trip(generation, Reason::ConsecutiveFailures(streak));
         }
         let Some(window) = &self.window else { return };
-        let totals = window.record(failed, slow, now);
+        let Some(totals) = window.record(failed, slow, now) else {
+            return; // neither failed nor slow: cannot trip a rate rule
+        };
         if let Some(reason) = self.rate_trip(&totals, failed, slow) {
             self.trip(generation, reason);
         }

@@ -48,10 +48,19 @@ impl Window {
         matches!(self, Window::Time(_))
     }
 
-    pub(crate) fn record(&self, failed: bool, slow: bool, now: Option<Instant>) -> Totals {
+    /// Records one outcome. Returns the totals after it only for a failed or slow call: only
+    /// those can trip a rate rule (decision 9), so a plain success skips summing the window.
+    pub(crate) fn record(&self, failed: bool, slow: bool, now: Option<Instant>) -> Option<Totals> {
         match self {
-            Window::Count(w) => w.record(failed, slow),
-            Window::Time(w) => w.record(failed, slow, now.unwrap_or_else(crate::time::now)),
+            Window::Count(w) => {
+                w.record(failed, slow);
+                (failed || slow).then(|| w.totals())
+            }
+            Window::Time(w) => {
+                let now = now.unwrap_or_else(crate::time::now);
+                w.record(failed, slow, now);
+                (failed || slow).then(|| w.totals(now))
+            }
         }
     }
 
@@ -97,16 +106,22 @@ impl CountWindow {
         }
     }
 
-    fn record(&self, failed: bool, slow: bool) -> Totals {
+    fn record(&self, failed: bool, slow: bool) {
         let index = self.next.fetch_add(1, Relaxed) % self.slots.len() as u64;
         let new = OCCUPIED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-        let old = self.slots[index as usize].swap(new, Relaxed);
+        let slot = &self.slots[index as usize];
+        // The common case, an outcome like the one it replaces, changes nothing: skip the write.
+        // (A recorder a whole lap ahead may write this slot meanwhile; then this sample is the
+        // one that is lost, and the totals still match the ring.)
+        if slot.load(Relaxed) == new {
+            return;
+        }
+        let old = slot.swap(new, Relaxed);
         if old & OCCUPIED == 0 {
             self.calls.fetch_add(1, Relaxed);
         }
         adjust(&self.failures, old & FAILED != 0, failed);
         adjust(&self.slow, old & SLOW != 0, slow);
-        self.totals()
     }
 
     fn totals(&self) -> Totals {
@@ -185,7 +200,7 @@ impl TimeWindow {
         nanos / self.bucket_nanos
     }
 
-    fn record(&self, failed: bool, slow: bool, now: Instant) -> Totals {
+    fn record(&self, failed: bool, slow: bool, now: Instant) {
         let epoch = self.epoch(now);
         let tag = epoch + 1;
         let bucket = &self.buckets[(epoch % self.buckets.len() as u64) as usize];
@@ -209,7 +224,6 @@ impl TimeWindow {
         if slow {
             bucket.slow.fetch_add(1, Relaxed);
         }
-        self.totals_at(epoch)
     }
 
     fn totals(&self, now: Instant) -> Totals {
@@ -260,9 +274,9 @@ mod tests {
                 slow: 0
             }
         );
-        let t = w.record(true, true);
+        w.record(true, true);
         assert_eq!(
-            t,
+            w.totals(),
             Totals {
                 calls: 4,
                 failures: 4,
@@ -287,9 +301,9 @@ mod tests {
             Totals::default()
         );
         // Reusing bucket 0 for epoch 20 resets it.
-        let t = w.record(false, true, origin + Duration::from_secs(20));
+        w.record(false, true, origin + Duration::from_secs(20));
         assert_eq!(
-            t,
+            w.totals(origin + Duration::from_secs(20)),
             Totals {
                 calls: 1,
                 failures: 0,
