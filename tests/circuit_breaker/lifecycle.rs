@@ -83,6 +83,24 @@ async fn inner_panics_count_as_failures() {
     assert_eq!(stats.state, State::Open);
 }
 
+/// Decision 7: the panic is caught around the poll (as `FutureExt::catch_unwind` or an executor
+/// would) and the response future is dropped afterwards, outside any unwinding: the call still
+/// counts as a failure, not as a neutral drop.
+#[tokio::test(start_paused = true)]
+async fn inner_panic_caught_and_dropped_later_counts_as_failure() {
+    let (mut svc, _inner) = breaker(CircuitBreakerLayer::builder());
+    let mut future = Box::pin(svc.ready().await.unwrap().call(Req::Panic));
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        future.as_mut().poll(&mut cx).is_ready()
+    }));
+    assert!(polled.is_err(), "the inner future panicked");
+    assert!(!std::thread::panicking());
+    drop(future);
+    let stats = svc.handle().stats();
+    assert_eq!((stats.failed_calls, stats.consecutive_failures), (1, 1));
+}
+
 /// Decision 7 and 8: a panicking probe reopens the circuit and leaks no permit.
 #[tokio::test(start_paused = true)]
 async fn panicking_probe_reopens_and_frees_its_permit() {
