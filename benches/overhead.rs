@@ -18,8 +18,14 @@ use tower_layer::Layer;
 mod common;
 use common::*;
 
+/// Iterations per sample, the same for every variant. Left to itself, divan sizes samples from
+/// a variant's first runs, and after a slow first run it sometimes picked 100-iteration samples,
+/// whose per-call times came out up to 2× the steady state (harness work between samples
+/// evicts what the variant keeps warm) — for ours and the peers alike, at random.
+const SAMPLE_SIZE: u32 = 2_000;
+
 fn main() {
-    divan::main();
+    divan::Divan::from_args().sample_size(SAMPLE_SIZE).main();
 }
 
 fn runtime() -> tokio::runtime::Runtime {
