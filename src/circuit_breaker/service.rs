@@ -121,13 +121,15 @@ impl<S, C> CircuitBreaker<S, C> {
     fn owner(&mut self) -> Owner {
         match &self.local {
             Some(local) => Owner::Local(local.clone()),
-            None => self.first_owners(),
+            None => self.owner_until_local(),
         }
     }
 
+    /// The owner for a clone's calls until it has its own handle: the shared state for the
+    /// first call; the second call makes the handle.
     #[cold]
     #[inline(never)]
-    fn first_owners(&mut self) -> Owner {
+    fn owner_until_local(&mut self) -> Owner {
         if !self.called_once {
             self.called_once = true;
             return Owner::Shared(self.shared.clone());

@@ -17,6 +17,7 @@ use super::classify::Outcome;
 use super::config::Config;
 use super::error::CircuitOpen;
 use super::state::{Machine, ProbeResult, Reason, Refusal, State, Ticket, Transition, Word};
+use super::waiters::Waiters;
 use super::window::{Totals, Window};
 use crate::striped::Counters;
 use crate::sync::{lock, AtomicU64, Mutex, MutexGuard, Ordering};
@@ -559,49 +560,4 @@ pub(crate) struct Snapshot {
     pub(crate) retry_after: Option<Duration>,
     pub(crate) transitions: Vec<Transition>,
     pub(crate) window: Option<Totals>,
-}
-
-/// Wakers of services waiting for the circuit to admit, one slot per waiting service (a service
-/// that polls again replaces its waker rather than adding one, so the list is bounded by the
-/// number of live services).
-#[derive(Debug, Default)]
-struct Waiters {
-    slots: Vec<Option<Waker>>,
-    /// Slots owned by a live service.
-    owned: Vec<bool>,
-    free: Vec<usize>,
-}
-
-impl Waiters {
-    fn register(&mut self, key: &mut Option<usize>, waker: &Waker) {
-        let index = match *key {
-            Some(index) => index,
-            None => {
-                let index = self.free.pop().unwrap_or_else(|| {
-                    self.slots.push(None);
-                    self.owned.push(false);
-                    self.slots.len() - 1
-                });
-                self.owned[index] = true;
-                *key = Some(index);
-                index
-            }
-        };
-        match &mut self.slots[index] {
-            Some(existing) if existing.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
-        }
-    }
-
-    fn remove(&mut self, key: usize) {
-        if self.owned.get(key) == Some(&true) {
-            self.slots[key] = None;
-            self.owned[key] = false;
-            self.free.push(key);
-        }
-    }
-
-    fn take_all(&mut self) -> Vec<Waker> {
-        self.slots.iter_mut().filter_map(Option::take).collect()
-    }
 }
