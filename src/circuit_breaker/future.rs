@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
 use super::classify::{ClassifyResponse, Outcome};
 use super::error::CircuitOpen;
 use super::shared::Shared;
-use super::state::Ticket;
+use super::ticket::PackedTicket;
+use crate::time::Stamp;
 use crate::BoxError;
 
 pin_project! {
@@ -81,6 +81,7 @@ where
 {
     type Output = Result<C::Response, BoxError>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.kind.project() {
@@ -149,19 +150,19 @@ impl Recorder {
 #[derive(Debug)]
 pub(crate) struct CallGuard {
     owner: Owner,
-    ticket: Option<Ticket>,
-    started: Option<Instant>,
+    ticket: Option<PackedTicket>,
+    started: Option<Stamp>,
 }
 
 impl CallGuard {
     #[inline]
-    pub(crate) fn new(owner: impl Into<Owner>, ticket: Ticket) -> Self {
+    pub(crate) fn new(owner: impl Into<Owner>, ticket: PackedTicket) -> Self {
         let owner = owner.into();
         let shared = owner.shared();
-        if matches!(ticket, Ticket::Probe { .. }) {
-            shared.probe_started(&ticket);
+        if ticket.is_probe() {
+            shared.probe_started(ticket);
         }
-        let started = shared.needs_clock().then(crate::time::now);
+        let started = shared.start_time();
         CallGuard {
             owner,
             ticket: Some(ticket),
@@ -169,7 +170,7 @@ impl CallGuard {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn finish(mut self, outcome: Outcome) {
         if let Some(ticket) = self.ticket.take() {
             self.owner.shared().record(ticket, outcome, self.started);
@@ -178,7 +179,7 @@ impl CallGuard {
 }
 
 impl Drop for CallGuard {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         let Some(ticket) = self.ticket.take() else {
             return;

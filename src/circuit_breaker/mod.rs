@@ -86,6 +86,7 @@ mod layer;
 mod service;
 pub(crate) mod shared;
 mod state;
+mod ticket;
 mod waiters;
 mod window;
 

@@ -13,7 +13,7 @@ use super::classify::{ClassifyResponse, DefaultClassifier};
 use super::future::{CallGuard, Local, Owner, ResponseFuture};
 use super::handle::Handle;
 use super::shared::{Admission, Shared};
-use super::state::Ticket;
+use super::ticket::PackedTicket;
 use crate::BoxError;
 
 /// A circuit breaker around the service `S`, classifying results with `C`.
@@ -68,7 +68,7 @@ pub struct CircuitBreaker<S, C = DefaultClassifier> {
 #[derive(Debug)]
 enum Reservation {
     None,
-    Admitted(Ticket),
+    Admitted(PackedTicket),
     /// Fail-fast: `call` will reject (its error is built then, with a current `retry_after`).
     Rejected,
 }
@@ -180,7 +180,7 @@ impl<S, C> CircuitBreaker<S, C> {
     fn poll_reservation(&mut self, cx: &mut Context<'_>) -> Poll<Reserved> {
         match &self.reservation {
             Reservation::None => {}
-            Reservation::Admitted(ticket) if self.shared.is_current(ticket) => {}
+            Reservation::Admitted(ticket) if self.shared.is_current(*ticket) => {}
             _ => self.give_back(),
         }
         if let Reservation::None = self.reservation {
@@ -244,6 +244,7 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // The common case inline (no reservation yet, the circuit closed); the rest out of line.
         let admitted = match self.reservation {
@@ -273,6 +274,7 @@ where
         }
     }
 
+    #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
         match std::mem::replace(&mut self.reservation, Reservation::None) {
             Reservation::Admitted(ticket) => {

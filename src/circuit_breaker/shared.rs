@@ -16,11 +16,13 @@ use super::adaptive::Adaptive;
 use super::classify::Outcome;
 use super::config::Config;
 use super::error::CircuitOpen;
-use super::state::{Machine, ProbeResult, Reason, Refusal, State, Ticket, Transition, Word};
+use super::state::{Machine, ProbeResult, Reason, Refusal, State, Transition, Word};
+use super::ticket::{PackedTicket, Ticket};
 use super::waiters::Waiters;
 use super::window::{Totals, Window};
 use crate::striped::Counters;
 use crate::sync::{lock, AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::time::Stamp;
 
 pub(crate) const SUCCESS: usize = 0;
 pub(crate) const FAILED: usize = 1;
@@ -35,7 +37,7 @@ type Listener = std::sync::Arc<dyn Fn(&Transition) + Send + Sync>;
 /// What admission decided.
 #[derive(Debug)]
 pub(crate) enum Admission {
-    Admitted(Ticket),
+    Admitted(PackedTicket),
     /// Default mode: the caller's waker is registered; it should also sleep until `wake_at`.
     Wait {
         wake_at: Option<Instant>,
@@ -113,29 +115,33 @@ impl Shared {
         Word(self.word.load(Ordering::Acquire))
     }
 
-    /// Whether calls need their start time (for the slow-call rule).
+    /// A call's start time, when the slow-call rule needs it.
     #[inline]
-    pub(crate) fn needs_clock(&self) -> bool {
+    pub(crate) fn start_time(&self) -> Option<Stamp> {
         self.needs_clock
+            .then(|| Stamp::new(crate::time::now(), self.origin))
     }
 
     /// The hot path: a ticket without locking while closed or disabled.
     #[inline]
-    pub(crate) fn admit_fast(&self) -> Option<Ticket> {
+    pub(crate) fn admit_fast(&self) -> Option<PackedTicket> {
         let word = self.word();
         match word.state() {
-            State::Closed => Some(Ticket::Closed {
-                generation: word.generation(),
-            }),
-            State::Disabled => Some(Ticket::Unrecorded),
+            State::Closed => Some(
+                Ticket::Closed {
+                    generation: word.generation(),
+                }
+                .pack(),
+            ),
+            State::Disabled => Some(Ticket::Unrecorded.pack()),
             _ => None,
         }
     }
 
     /// Whether `ticket` still belongs to the current generation.
     #[inline]
-    pub(crate) fn is_current(&self, ticket: &Ticket) -> bool {
-        match ticket.generation() {
+    pub(crate) fn is_current(&self, ticket: PackedTicket) -> bool {
+        match ticket.unpack().generation() {
             Some(generation) => generation == self.word().generation(),
             None => self.word().state() == State::Disabled,
         }
@@ -150,7 +156,7 @@ impl Shared {
         let transition = cold.machine.advance(now, &self.config);
         let decision = cold.machine.admit(now, &self.config);
         let admission = match decision {
-            Ok(ticket) => Admission::Admitted(ticket),
+            Ok(ticket) => Admission::Admitted(ticket.pack()),
             Err(Refusal { wake_at }) => match waiter {
                 Some((key, waker)) => {
                     cold.waiters.register(key, waker);
@@ -198,8 +204,8 @@ impl Shared {
     }
 
     /// A probe's call has started (its timeout counts from here).
-    pub(crate) fn probe_started(&self, ticket: &Ticket) {
-        if let Ticket::Probe { generation, id } = *ticket {
+    pub(crate) fn probe_started(&self, ticket: PackedTicket) {
+        if let Ticket::Probe { generation, id } = ticket.unpack() {
             let now = crate::time::now();
             lock(&self.cold).machine.probe_started(generation, id, now);
         }
@@ -207,8 +213,8 @@ impl Shared {
 
     /// A ticket is given back unused, or its call was dropped: records nothing, frees a probe
     /// permit and wakes waiters (decision 7).
-    pub(crate) fn release(&self, ticket: Ticket) {
-        if let Ticket::Probe { generation, id } = ticket {
+    pub(crate) fn release(&self, ticket: PackedTicket) {
+        if let Ticket::Probe { generation, id } = ticket.unpack() {
             let mut cold = lock(&self.cold);
             let freed = cold.machine.release_probe(generation, id);
             self.finish(cold, None, freed);
@@ -218,13 +224,13 @@ impl Shared {
     /// Records a finished call that started at `started` (given when the slow-call rule needs
     /// it). Reads the clock at most once.
     #[inline]
-    pub(crate) fn record(&self, ticket: Ticket, outcome: Outcome, started: Option<Instant>) {
+    pub(crate) fn record(&self, ticket: PackedTicket, outcome: Outcome, started: Option<Stamp>) {
         // Fast path, the same effect as the general path for this case: a closed-state success
         // that needs no clock counts the success and, if `generation` is still the current
         // closed one, clears the failure streak (if any) and enters a count window (it cannot
         // trip a rate rule). Inlined into the response future; the rest stays out of line.
         if let (true, Ticket::Closed { generation }, Outcome::Success, None) =
-            (self.clockless_success, ticket, &outcome, started)
+            (self.clockless_success, ticket.unpack(), &outcome, started)
         {
             self.counters.incr(SUCCESS);
             let word = self.word();
@@ -242,8 +248,9 @@ impl Shared {
     }
 
     #[inline(never)]
-    fn record_general(&self, ticket: Ticket, outcome: Outcome, started: Option<Instant>) {
-        let (generation, probe) = match ticket {
+    fn record_general(&self, ticket: PackedTicket, outcome: Outcome, started: Option<Stamp>) {
+        let started = started.map(|stamp| stamp.instant(self.origin));
+        let (generation, probe) = match ticket.unpack() {
             Ticket::Unrecorded => return, // disabled records nothing (decision 11)
             Ticket::Closed { generation } => (generation, None),
             Ticket::Probe { generation, id } => (generation, Some(id)),

@@ -13,6 +13,8 @@ use tokio::time::Instant;
 
 use super::backoff::{open_duration, Jitter};
 use super::config::Config;
+pub(crate) use super::ticket::Ticket;
+use super::ticket::PROBE_ID_LIMIT;
 
 /// The state of a circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -186,27 +188,6 @@ impl Word {
     }
 }
 
-/// Admission to one call, tagged with the generation that admitted it (decision 6: a result
-/// counts only in its own generation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ticket {
-    /// Admitted while closed.
-    Closed { generation: u32 },
-    /// One of the half-open phase's probes.
-    Probe { generation: u32, id: u64 },
-    /// Admitted while disabled: nothing is recorded.
-    Unrecorded,
-}
-
-impl Ticket {
-    pub(crate) fn generation(&self) -> Option<u32> {
-        match *self {
-            Ticket::Closed { generation } | Ticket::Probe { generation, .. } => Some(generation),
-            Ticket::Unrecorded => None,
-        }
-    }
-}
-
 /// Why the machine did not hand out a ticket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refusal {
@@ -226,7 +207,7 @@ pub(crate) enum ProbeResult {
 
 #[derive(Debug, Clone, Copy)]
 struct Probe {
-    id: u64,
+    id: u32,
     since: Instant,
 }
 
@@ -242,7 +223,7 @@ pub(crate) struct Machine {
     probe_successes: u32,
     /// Outstanding probes (at most `half_open_permits`).
     probes: Vec<Probe>,
-    next_probe_id: u64,
+    next_probe_id: u32,
     history: VecDeque<Transition>,
     jitter: Jitter,
     /// The open duration of a first trip: `open_duration`, or the adaptive row's.
@@ -342,8 +323,7 @@ impl Machine {
             State::Disabled => Ok(Ticket::Unrecorded),
             State::HalfOpen if self.probes_admitted < cfg.half_open_permits => {
                 self.probes_admitted += 1;
-                let id = self.next_probe_id;
-                self.next_probe_id += 1;
+                let id = self.take_probe_id();
                 self.probes.push(Probe { id, since: now });
                 Ok(Ticket::Probe { generation, id })
             }
@@ -359,8 +339,21 @@ impl Machine {
         }
     }
 
+    /// A probe id no outstanding probe has. Ids wrap below [`PROBE_ID_LIMIT`] (so that a ticket
+    /// packs into one word); the outstanding probes are at most `half_open_permits`, so the
+    /// skip loop is short.
+    fn take_probe_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_probe_id;
+            self.next_probe_id = (id + 1) % PROBE_ID_LIMIT;
+            if !self.probes.iter().any(|p| p.id == id) {
+                return id;
+            }
+        }
+    }
+
     /// The probe's call has started: its `probe_timeout` counts from now.
-    pub(crate) fn probe_started(&mut self, generation: u32, id: u64, now: Instant) {
+    pub(crate) fn probe_started(&mut self, generation: u32, id: u32, now: Instant) {
         if generation == self.generation {
             if let Some(p) = self.probes.iter_mut().find(|p| p.id == id) {
                 p.since = now;
@@ -370,7 +363,7 @@ impl Machine {
 
     /// A probe ended without a verdict (dropped, or ignored): its permit returns to the phase.
     /// Returns whether a permit was freed.
-    pub(crate) fn release_probe(&mut self, generation: u32, id: u64) -> bool {
+    pub(crate) fn release_probe(&mut self, generation: u32, id: u32) -> bool {
         if generation != self.generation || self.state != State::HalfOpen {
             return false;
         }
@@ -388,7 +381,7 @@ impl Machine {
     pub(crate) fn probe_finished(
         &mut self,
         generation: u32,
-        id: u64,
+        id: u32,
         result: ProbeResult,
         now: Instant,
         cfg: &Config,
