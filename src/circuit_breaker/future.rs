@@ -149,15 +149,14 @@ impl Recorder {
 /// as a failure.
 #[derive(Debug)]
 pub(crate) struct CallGuard {
-    owner: Owner,
+    owner: Arc<Owner>,
     ticket: Option<PackedTicket>,
     started: Option<Stamp>,
 }
 
 impl CallGuard {
     #[inline]
-    pub(crate) fn new(owner: impl Into<Owner>, ticket: PackedTicket) -> Self {
-        let owner = owner.into();
+    pub(crate) fn new(owner: Arc<Owner>, ticket: PackedTicket) -> Self {
         let shared = owner.shared();
         if ticket.is_probe() {
             shared.probe_started(ticket);
@@ -194,45 +193,30 @@ impl Drop for CallGuard {
     }
 }
 
-/// How a call's guard keeps the breaker alive until the call is recorded.
+/// What a call's guard holds to keep the breaker alive until the call is recorded: a handle on
+/// the breaker's [`Shared`] state, counted by its own `Arc`.
 ///
-/// Every call needs a strong reference to the breaker's [`Shared`] state, and bumping one
-/// shared reference count per call makes every thread write the same cache line. So a
+/// Every call needs a strong reference to the breaker, and bumping one shared reference count
+/// per call makes every thread write the same cache line. So a
 /// [`CircuitBreaker`](super::CircuitBreaker) clone that is used more than once gets its own
-/// [`Local`] handle (one allocation per such clone, never per call) and its calls bump that
-/// instead; a clone used once (axum clones a service per request) never allocates.
-#[derive(Debug)]
-pub(crate) enum Owner {
-    Shared(Arc<Shared>),
-    Local(Arc<Local>),
-}
-
-impl Owner {
-    #[inline]
-    fn shared(&self) -> &Shared {
-        match self {
-            Owner::Shared(shared) => shared,
-            Owner::Local(local) => &local.shared,
-        }
-    }
-}
-
-impl From<Arc<Shared>> for Owner {
-    fn from(shared: Arc<Shared>) -> Self {
-        Owner::Shared(shared)
-    }
-}
-
-/// One service clone's own handle on the breaker; cache-line aligned so that two clones'
-/// handles, used from two threads, never share a line.
+/// owner (one allocation per such clone, never per call) and its calls bump that one; a clone's
+/// first call, and every call through a keyed breaker, bumps the owner its layer (or key)
+/// shares — so a clone used once (axum clones a service per request) never allocates.
+///
+/// Cache-line aligned so that two clones' owners, used from two threads, never share a line.
 #[derive(Debug)]
 #[repr(align(128))]
-pub(crate) struct Local {
+pub(crate) struct Owner {
     shared: Arc<Shared>,
 }
 
-impl Local {
+impl Owner {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Local { shared }
+        Owner { shared }
+    }
+
+    #[inline]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 }

@@ -7,6 +7,7 @@ use tower_layer::Layer;
 
 use super::classify::DefaultClassifier;
 use super::config::{Builder, Config};
+use super::future::Owner;
 use super::handle::Handle;
 use super::service::CircuitBreaker;
 use super::shared::Shared;
@@ -16,7 +17,7 @@ use super::shared::Shared;
 ///
 /// Build one with [`CircuitBreakerLayer::builder`]; see the [module docs](super) for an example.
 pub struct CircuitBreakerLayer<C = DefaultClassifier> {
-    shared: Arc<Shared>,
+    owner: Arc<Owner>,
     classifier: C,
 }
 
@@ -43,31 +44,32 @@ impl Default for CircuitBreakerLayer<DefaultClassifier> {
 impl<C> CircuitBreakerLayer<C> {
     pub(crate) fn from_parts(config: Config, classifier: C) -> Self {
         CircuitBreakerLayer {
-            shared: Arc::new(Shared::new(config)),
+            owner: Arc::new(Owner::new(Arc::new(Shared::new(config)))),
             classifier,
         }
     }
 
     /// A [`Handle`] on the circuit this layer's services share.
     pub fn handle(&self) -> Handle {
-        Handle::new(self.shared.clone())
+        Handle::new(self.owner.shared().clone())
     }
 
-    /// The circuit and the classifier, for `keyed` (which builds one layer per key).
-    pub(crate) fn into_parts(self) -> (Arc<Shared>, C) {
-        (self.shared, self.classifier)
+    /// The circuit's shared owner and the classifier, for `keyed` (which builds one layer per
+    /// key).
+    pub(crate) fn into_parts(self) -> (Arc<Owner>, C) {
+        (self.owner, self.classifier)
     }
 
     #[cfg(test)]
     pub(crate) fn config(&self) -> &Config {
-        &self.shared.config
+        &self.owner.shared().config
     }
 }
 
 impl<C: Clone> Clone for CircuitBreakerLayer<C> {
     fn clone(&self) -> Self {
         CircuitBreakerLayer {
-            shared: self.shared.clone(),
+            owner: self.owner.clone(),
             classifier: self.classifier.clone(),
         }
     }
@@ -77,14 +79,14 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::new(inner, self.shared.clone(), self.classifier.clone())
+        CircuitBreaker::new(inner, self.owner.clone(), self.classifier.clone())
     }
 }
 
 impl<C> fmt::Debug for CircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
-            .field("shared", &self.shared)
+            .field("shared", self.owner.shared())
             .finish_non_exhaustive()
     }
 }

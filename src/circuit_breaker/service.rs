@@ -10,7 +10,7 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::classify::{ClassifyResponse, DefaultClassifier};
-use super::future::{CallGuard, Local, Owner, ResponseFuture};
+use super::future::{CallGuard, Owner, ResponseFuture};
 use super::handle::Handle;
 use super::shared::{Admission, Shared};
 use super::ticket::PackedTicket;
@@ -60,9 +60,19 @@ pub struct CircuitBreaker<S, C = DefaultClassifier> {
     classifier: C,
     reservation: Reservation,
     wait: Wait,
-    /// This clone's own handle, made at its second call (see [`Owner`]).
-    local: Option<Arc<Local>>,
-    called_once: bool,
+    /// The owner the layer's services share (see [`Owner`]).
+    common: Arc<Owner>,
+    /// The owner this clone's calls hold: `common` until the clone's second call, which makes
+    /// the clone its own.
+    owner: Arc<Owner>,
+    owner_stage: OwnerStage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnerStage {
+    BeforeFirstCall,
+    AfterFirstCall,
+    Own,
 }
 
 #[derive(Debug)]
@@ -103,40 +113,38 @@ impl Wait {
 }
 
 impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>, classifier: C) -> Self {
+    pub(crate) fn new(inner: S, common: Arc<Owner>, classifier: C) -> Self {
         CircuitBreaker {
             inner,
-            shared,
+            shared: common.shared().clone(),
             classifier,
             reservation: Reservation::None,
             wait: Wait::default(),
-            local: None,
-            called_once: false,
+            owner: common.clone(),
+            common,
+            owner_stage: OwnerStage::BeforeFirstCall,
         }
     }
 
-    /// What this call's guard holds on to: the shared state on a clone's first call, then the
-    /// clone's own handle (see [`Owner`]).
+    /// What this call's guard holds on to (see [`Owner`]).
     #[inline]
-    fn owner(&mut self) -> Owner {
-        match &self.local {
-            Some(local) => Owner::Local(local.clone()),
-            None => self.owner_until_local(),
+    fn owner(&mut self) -> Arc<Owner> {
+        if self.owner_stage != OwnerStage::Own {
+            self.next_owner_stage();
         }
+        self.owner.clone()
     }
 
-    /// The owner for a clone's calls until it has its own handle: the shared state for the
-    /// first call; the second call makes the handle.
+    /// The first call uses the common owner; the second makes this clone's own.
     #[cold]
     #[inline(never)]
-    fn owner_until_local(&mut self) -> Owner {
-        if !self.called_once {
-            self.called_once = true;
-            return Owner::Shared(self.shared.clone());
+    fn next_owner_stage(&mut self) {
+        if self.owner_stage == OwnerStage::BeforeFirstCall {
+            self.owner_stage = OwnerStage::AfterFirstCall;
+        } else {
+            self.owner = Arc::new(Owner::new(self.shared.clone()));
+            self.owner_stage = OwnerStage::Own;
         }
-        let local = Arc::new(Local::new(self.shared.clone()));
-        self.local = Some(local.clone());
-        Owner::Local(local)
     }
 
     /// A [`Handle`] on this service's circuit.
@@ -305,7 +313,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     fn clone(&self) -> Self {
         CircuitBreaker::new(
             self.inner.clone(),
-            self.shared.clone(),
+            self.common.clone(),
             self.classifier.clone(),
         )
     }

@@ -146,7 +146,7 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let key = (self.key_fn)(&request);
         let Parts {
-            shared,
+            owner,
             classifier,
             in_flight,
             bulkhead,
@@ -154,6 +154,7 @@ where
             Ok(parts) => parts,
             Err(error) => return ResponseFuture::failed(error.into()),
         };
+        let shared = owner.shared();
         let ticket = match shared.admit_fast() {
             Some(ticket) => ticket,
             None => match shared.admit_slow(None) {
@@ -174,7 +175,7 @@ where
                 return ResponseFuture::failed(BulkheadFull::new(shared.name().clone()).into());
             }
         };
-        let guard = cb::future::CallGuard::new(shared, ticket);
+        let guard = cb::future::CallGuard::new(owner, ticket);
         let future = BreakerFuture::called(self.inner.call(request), guard, classifier);
         ResponseFuture::called(future, in_flight, permit)
     }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::layer::Configure;
 use crate::bulkhead::{self, queue::Shared as BulkheadShared};
-use crate::circuit_breaker::shared::Shared;
+use crate::circuit_breaker::future::Owner;
 use crate::circuit_breaker::{self as cb, ConfigError, DefaultClassifier, Handle, State};
 use crate::sync::lock;
 
@@ -44,7 +44,8 @@ struct Map<K, C> {
 
 /// One key's circuit, and what eviction needs to know about it.
 struct Entry<C> {
-    shared: Arc<Shared>,
+    /// The key's circuit, through the owner every call on this key holds.
+    owner: Arc<Owner>,
     bulkhead: Option<crate::sync::Arc<BulkheadShared>>,
     classifier: C,
     /// One clone per call in flight, plus this one.
@@ -56,7 +57,7 @@ struct Entry<C> {
 
 /// What one call needs from an entry.
 pub(super) struct Parts<C> {
-    pub(super) shared: Arc<Shared>,
+    pub(super) owner: Arc<Owner>,
     pub(super) classifier: C,
     /// Marks the key busy (not evicted first) while a call is in flight.
     pub(super) in_flight: Arc<()>,
@@ -73,7 +74,7 @@ impl<C> Entry<C> {
         C: Clone,
     {
         Parts {
-            shared: self.shared.clone(),
+            owner: self.owner.clone(),
             classifier: self.classifier.clone(),
             in_flight: self.in_flight.clone(),
             bulkhead: self.bulkhead.clone(),
@@ -130,7 +131,7 @@ where
         if let Some(configure) = &self.configure {
             builder = configure(key, builder);
         }
-        let (shared, classifier) = builder.fail_fast().build()?.into_parts();
+        let (owner, classifier) = builder.fail_fast().build()?.into_parts();
         let bulkhead = match &self.bulkhead {
             Some(template) => Some(
                 template
@@ -143,7 +144,7 @@ where
             None => None,
         };
         Ok(Entry {
-            shared,
+            owner,
             bulkhead,
             classifier,
             in_flight: Arc::new(()),
@@ -203,7 +204,7 @@ where
                 .iter()
                 .filter(|(_, e)| !e.pinned)
                 .min_by_key(|(_, e)| {
-                    let open = e.shared.word().state() != State::Closed;
+                    let open = e.owner.shared().word().state() != State::Closed;
                     (e.busy(), open, e.last_used, e.seq)
                 })
                 .map(|(k, _)| k.clone());
@@ -241,8 +242,8 @@ where
     /// destinations (the seed's three providers), so they are listed and reported before their
     /// first call.
     pub fn register(&self, key: K) -> Result<Handle, ConfigError> {
-        let shared = self.inner.checkout(key, true)?.shared;
-        Ok(Handle::new(shared))
+        let owner = self.inner.checkout(key, true)?.owner;
+        Ok(Handle::new(owner.shared().clone()))
     }
 
     /// Evicts every key with no call in flight and no call for the
@@ -265,7 +266,7 @@ where
         lock(&self.inner.state)
             .entries
             .get(key)
-            .map(|e| Handle::new(e.shared.clone()))
+            .map(|e| Handle::new(e.owner.shared().clone()))
     }
 
     /// The [`Handle`](bulkhead::Handle) of `key`'s bulkhead, if the layer has per-key
@@ -284,7 +285,7 @@ where
         let mut all: Vec<_> = map
             .entries
             .iter()
-            .map(|(k, e)| (e.seq, k.clone(), Handle::new(e.shared.clone())))
+            .map(|(k, e)| (e.seq, k.clone(), Handle::new(e.owner.shared().clone())))
             .collect();
         drop(map);
         all.sort_by_key(|(seq, _, _)| *seq);
