@@ -50,6 +50,7 @@ impl Window {
 
     /// Records one outcome. Returns the totals after it only for a failed or slow call: only
     /// those can trip a rate rule (decision 9), so a plain success skips summing the window.
+    #[inline]
     pub(crate) fn record(&self, failed: bool, slow: bool, now: Option<Instant>) -> Option<Totals> {
         match self {
             Window::Count(w) => {
@@ -89,7 +90,11 @@ const SLOW: u8 = 0b100;
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
-    next: AtomicU64,
+    /// Calls recorded, wrapping at 2³²; the ring position is this modulo the ring's length. At
+    /// the wrap (once per 4 billion calls) the position jumps unless the length divides 2³²:
+    /// a few slots then keep an outcome for one lap more, and the totals still match the ring.
+    next: AtomicU32,
+    len: FastRem,
     calls: AtomicU32,
     failures: AtomicU32,
     slow: AtomicU32,
@@ -99,17 +104,19 @@ impl CountWindow {
     fn new(n: u32) -> Self {
         Self {
             slots: (0..n).map(|_| AtomicU8::new(0)).collect(),
-            next: AtomicU64::new(0),
+            next: AtomicU32::new(0),
+            len: FastRem::new(n),
             calls: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             slow: AtomicU32::new(0),
         }
     }
 
+    #[inline]
     fn record(&self, failed: bool, slow: bool) {
-        let index = self.next.fetch_add(1, Relaxed) % self.slots.len() as u64;
+        let index = self.len.rem(self.next.fetch_add(1, Relaxed));
         let new = OCCUPIED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-        let slot = &self.slots[index as usize];
+        let slot = &self.slots[index];
         // The common case, an outcome like the one it replaces, changes nothing: skip the write.
         // (A recorder a whole lap ahead may write this slot meanwhile; then this sample is the
         // one that is lost, and the totals still match the ring.)
@@ -140,6 +147,33 @@ impl CountWindow {
         self.calls.store(0, Relaxed);
         self.failures.store(0, Relaxed);
         self.slow.store(0, Relaxed);
+    }
+}
+
+/// `a % d` for a fixed `d` by two multiplications: a division would cost more than the rest of
+/// a count window's record (Lemire, Kaser and Kurz, "Faster remainder by direct computation",
+/// 2019: for 32-bit `a` and `d`, `a % d` is the high word of `((M * a) mod 2⁶⁴) * d` with
+/// `M = ⌊(2⁶⁴ − 1) / d⌋ + 1`).
+#[derive(Debug, Clone, Copy)]
+struct FastRem {
+    d: u32,
+    m: u64,
+}
+
+impl FastRem {
+    fn new(d: u32) -> Self {
+        assert!(d > 0, "a count window has at least one slot");
+        FastRem {
+            d,
+            // Wraps to 0 for d = 1, which makes every remainder 0, as it should be.
+            m: (u64::MAX / u64::from(d)).wrapping_add(1),
+        }
+    }
+
+    #[inline]
+    fn rem(self, a: u32) -> usize {
+        let low = self.m.wrapping_mul(u64::from(a));
+        ((u128::from(low) * u128::from(self.d)) >> 64) as usize
     }
 }
 
@@ -255,6 +289,44 @@ impl TimeWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_remainder_is_the_remainder() {
+        let edges = [
+            0,
+            1,
+            2,
+            99,
+            100,
+            101,
+            65_535,
+            65_536,
+            u32::MAX - 1,
+            u32::MAX,
+        ];
+        let mut lcg = 0x2545_f491_u32;
+        let mut next = || {
+            lcg = lcg.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            lcg
+        };
+        let divisors = (1..=1_000).chain([65_535, 65_536, 1 << 31, u32::MAX - 1, u32::MAX]);
+        for d in divisors {
+            let fast = FastRem::new(d);
+            for a in edges.into_iter().chain((0..200).map(|_| next())) {
+                assert_eq!(fast.rem(a), (a % d) as usize, "{a} % {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_ring_position_wraps_with_the_counter() {
+        let w = CountWindow::new(3);
+        w.next.store(u32::MAX, Relaxed);
+        w.record(true, false); // position u32::MAX % 3 = 0
+        w.record(true, false); // the counter wraps to 0: position 0 again
+        assert_eq!(w.totals().calls, 1, "the second record replaced the first");
+        assert_eq!(w.totals().failures, 1);
+    }
 
     #[test]
     fn count_window_is_a_sliding_not_cumulative_window() {
