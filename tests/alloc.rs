@@ -187,3 +187,31 @@ fn a_fail_fast_rejection_allocates_only_its_boxed_error() {
         "{allocations} allocations in 1 000 rejections (at most one each: the boxed error)"
     );
 }
+
+/// axum clones the service for every request: a clone used for one call must not allocate
+/// (its call holds the layer's shared owner); a clone used again allocates its own owner once,
+/// and never after.
+#[test]
+fn a_clone_allocates_its_own_owner_only_at_its_second_call() {
+    let layer = CircuitBreakerLayer::new();
+    let prototype = layer.layer(Echo);
+    let mut warm = prototype.clone();
+    drive(&mut warm, 1_000); // one-time allocations (thread-local stripe index)
+
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let one_call_per_clone = allocation_counter::measure(|| {
+        for i in 0..1_000 {
+            let mut svc = prototype.clone();
+            assert!(svc.poll_ready(&mut cx).is_ready());
+            let mut future = std::pin::pin!(svc.call(i));
+            assert!(future.as_mut().poll(&mut cx).is_ready());
+        }
+    });
+    assert_eq!(one_call_per_clone.count_total, 0, "one call per clone");
+
+    let mut svc = prototype.clone();
+    assert_eq!(drive(&mut svc, 1), 0, "first call");
+    assert_eq!(drive(&mut svc, 1), 1, "second call: the clone's own owner");
+    assert_eq!(drive(&mut svc, 1_000), 0, "every later call");
+}

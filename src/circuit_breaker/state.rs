@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use super::backoff::{open_duration, Jitter};
 use super::config::Config;
+use super::ticket::next_free_probe_id;
 pub(crate) use super::ticket::Ticket;
-use super::ticket::PROBE_ID_LIMIT;
 
 /// The state of a circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -339,17 +339,11 @@ impl Machine {
         }
     }
 
-    /// A probe id no outstanding probe has. Ids wrap below [`PROBE_ID_LIMIT`] (so that a ticket
-    /// packs into one word); the outstanding probes are at most `half_open_permits`, so the
-    /// skip loop is short.
     fn take_probe_id(&mut self) -> u32 {
-        loop {
-            let id = self.next_probe_id;
-            self.next_probe_id = (id + 1) % PROBE_ID_LIMIT;
-            if !self.probes.iter().any(|p| p.id == id) {
-                return id;
-            }
-        }
+        let probes = &self.probes;
+        next_free_probe_id(&mut self.next_probe_id, |id| {
+            probes.iter().any(|p| p.id == id)
+        })
     }
 
     /// The probe's call has started: its `probe_timeout` counts from now.

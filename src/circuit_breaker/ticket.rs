@@ -17,6 +17,19 @@ pub(crate) enum Ticket {
 /// Probe ids are below this, so that every ticket packs into one word.
 pub(crate) const PROBE_ID_LIMIT: u32 = u32::MAX - FIRST_PROBE;
 
+/// The next probe id at or after `*next` that `in_use` does not claim, advancing `*next` past
+/// it. Ids wrap below [`PROBE_ID_LIMIT`] (so that a ticket packs into one word); at most
+/// `half_open_permits` probes are outstanding, so the skip is short.
+pub(crate) fn next_free_probe_id(next: &mut u32, in_use: impl Fn(u32) -> bool) -> u32 {
+    loop {
+        let id = *next;
+        *next = (id + 1) % PROBE_ID_LIMIT;
+        if !in_use(id) {
+            return id;
+        }
+    }
+}
+
 const CLOSED: u32 = 1;
 const UNRECORDED: u32 = 2;
 const FIRST_PROBE: u32 = 3;
@@ -112,6 +125,18 @@ mod tests {
         assert_ne!(a.pack(), b.pack());
         assert_ne!(a.pack(), c.pack());
         assert_eq!(std::mem::size_of::<Option<PackedTicket>>(), 8);
+    }
+
+    #[test]
+    fn probe_ids_wrap_and_skip_the_outstanding_ones() {
+        let outstanding = [0, 1, PROBE_ID_LIMIT - 1];
+        let in_use = |id| outstanding.contains(&id);
+        let mut next = PROBE_ID_LIMIT - 2;
+        assert_eq!(next_free_probe_id(&mut next, in_use), PROBE_ID_LIMIT - 2);
+        // PROBE_ID_LIMIT - 1, then 0 and 1 (after the wrap) are taken.
+        assert_eq!(next_free_probe_id(&mut next, in_use), 2);
+        assert_eq!(next_free_probe_id(&mut next, in_use), 3);
+        assert_eq!(next, 4);
     }
 
     #[test]
