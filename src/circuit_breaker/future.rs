@@ -26,6 +26,8 @@ pin_project! {
         #[pin]
         kind: Kind<F>,
         guard: Option<CallGuard>,
+        // When the call started, if the slow-call rule needs it.
+        started: Option<Stamp>,
         // Set while the inner future is polled: dropped with it set, the inner future panicked.
         in_inner_poll: bool,
         classifier: C,
@@ -38,7 +40,7 @@ pin_project! {
                 // Whether the drop is part of the unwinding or comes later (an executor that
                 // caught the panic), the call failed.
                 if let Some(guard) = this.guard.take() {
-                    guard.finish(Outcome::Failure);
+                    guard.finish(Outcome::Failure, *this.started);
                 }
             }
         }
@@ -54,10 +56,16 @@ pin_project! {
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn called(future: F, guard: CallGuard, classifier: C) -> Self {
+    pub(crate) fn called(
+        future: F,
+        guard: CallGuard,
+        started: Option<Stamp>,
+        classifier: C,
+    ) -> Self {
         ResponseFuture {
             kind: Kind::Called { future },
             guard: Some(guard),
+            started,
             in_inner_poll: false,
             classifier,
         }
@@ -67,6 +75,7 @@ impl<F, C> ResponseFuture<F, C> {
         ResponseFuture {
             kind: Kind::Rejected { error: Some(error) },
             guard: None,
+            started: None,
             in_inner_poll: false,
             classifier,
         }
@@ -106,6 +115,7 @@ where
                 // panic in it drops the guard during unwinding, which records a failure.
                 let recorder = Recorder {
                     guard: this.guard.take().expect("polled after completion"),
+                    started: *this.started,
                 };
                 Poll::Ready(
                     this.classifier
@@ -130,28 +140,35 @@ impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
 /// Handed to [`ClassifyResponse::classify_response`]; a classifier that defers its verdict moves
 /// it into the response (an HTTP body wrapper, say) and calls [`record`](Recorder::record) when
 /// the verdict is known. Dropped without recording, it is neutral: nothing is counted and a
-/// half-open probe permit is given back. Dropped while the thread panics, it records a failure.
+/// half-open probe permit is given back. Dropped while the thread panics, it records a failure
+/// (not timed: a call whose classifier panicked never counts as slow, only as failed).
 #[derive(Debug)]
 pub struct Recorder {
     guard: CallGuard,
+    started: Option<Stamp>,
 }
 
 impl Recorder {
     /// Records `outcome` for the call.
     #[inline]
     pub fn record(self, outcome: Outcome) {
-        self.guard.finish(outcome);
+        self.guard.finish(outcome, self.started);
     }
 }
 
 /// One admitted call's claim on the breaker. Consumed by [`finish`](CallGuard::finish); dropped
 /// unfinished it is neutral (decision 7) — unless the thread is panicking, when the call counts
 /// as a failure.
+///
+/// Two words on purpose (the start time travels beside it, in the response future and the
+/// [`Recorder`]): a struct of at most two words moves in registers, while a third word made
+/// every move a 16-byte copy that, on x86, stalled on the narrower stores that had just written
+/// it — about a quarter of the admitted path's time (BENCHMARKS.md). The cost is that a guard
+/// dropped in a panic cannot tell whether the call was slow.
 #[derive(Debug)]
 pub(crate) struct CallGuard {
     owner: Arc<Owner>,
     ticket: Option<PackedTicket>,
-    started: Option<Stamp>,
 }
 
 impl CallGuard {
@@ -161,18 +178,16 @@ impl CallGuard {
         if ticket.is_probe() {
             shared.probe_started(ticket);
         }
-        let started = shared.start_time();
         CallGuard {
             owner,
             ticket: Some(ticket),
-            started,
         }
     }
 
     #[inline(always)]
-    pub(crate) fn finish(mut self, outcome: Outcome) {
+    pub(crate) fn finish(mut self, outcome: Outcome, started: Option<Stamp>) {
         if let Some(ticket) = self.ticket.take() {
-            self.owner.shared().record(ticket, outcome, self.started);
+            self.owner.shared().record(ticket, outcome, started);
         }
     }
 }
@@ -184,9 +199,7 @@ impl Drop for CallGuard {
             return;
         };
         if std::thread::panicking() {
-            self.owner
-                .shared()
-                .record(ticket, Outcome::Failure, self.started);
+            self.owner.shared().record(ticket, Outcome::Failure, None);
         } else {
             self.owner.shared().release(ticket);
         }

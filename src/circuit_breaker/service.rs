@@ -289,7 +289,9 @@ where
         match std::mem::replace(&mut self.reservation, Reservation::None) {
             Reservation::Admitted(ticket) => {
                 let guard = CallGuard::new(self.owner(), ticket);
-                ResponseFuture::called(self.inner.call(request), guard, self.classifier.clone())
+                let started = self.shared.start_time();
+                let future = self.inner.call(request);
+                ResponseFuture::called(future, guard, started, self.classifier.clone())
             }
             Reservation::Rejected => rejection(&self.shared, &self.classifier),
             Reservation::None => not_ready(),

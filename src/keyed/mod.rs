@@ -175,8 +175,9 @@ where
                 return ResponseFuture::failed(BulkheadFull::new(shared.name().clone()).into());
             }
         };
+        let started = shared.start_time();
         let guard = cb::future::CallGuard::new(owner, ticket);
-        let future = BreakerFuture::called(self.inner.call(request), guard, classifier);
+        let future = BreakerFuture::called(self.inner.call(request), guard, started, classifier);
         ResponseFuture::called(future, in_flight, permit)
     }
 }

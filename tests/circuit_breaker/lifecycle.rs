@@ -149,6 +149,43 @@ async fn panicking_classifier_counts_as_failure() {
     assert_eq!(handle.state(), State::Open);
 }
 
+/// With the slow-call rule on, a call whose classifier panics counts as failed but never as
+/// slow (its guard does not carry the start time; documented on `Recorder`), while the same
+/// slow call classified normally counts as slow.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_classifier_fails_the_call_without_timing_it() {
+    let layer = CircuitBreakerLayer::builder()
+        .slow_calls(ms(5), 1.0)
+        .classifier(|r: Result<&&'static str, &BoxError>| match r {
+            Ok(_) if PANIC.load(std::sync::atomic::Ordering::Relaxed) => panic!("classifier bug"),
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        })
+        .build()
+        .unwrap();
+    static PANIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let handle = layer.handle();
+    let mut svc = layer.layer(Inner::default());
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Req::Slow(ms(10)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (handle.stats().slow_calls, handle.stats().failed_calls),
+        (1, 0)
+    );
+
+    PANIC.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut panicking = svc.clone();
+    let joined =
+        tokio::spawn(async move { panicking.ready().await?.call(Req::Slow(ms(10))).await }).await;
+    assert!(joined.unwrap_err().is_panic());
+    let stats = handle.stats();
+    assert_eq!((stats.slow_calls, stats.failed_calls), (1, 1));
+}
+
 /// Decision 8: `success_threshold` probe successes close; any probe failure reopens.
 #[tokio::test(start_paused = true)]
 async fn half_open_closes_after_threshold_and_reopens_on_any_failure() {
