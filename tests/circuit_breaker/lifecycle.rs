@@ -154,6 +154,7 @@ async fn panicking_classifier_counts_as_failure() {
 /// slow call classified normally counts as slow.
 #[tokio::test(start_paused = true)]
 async fn a_panicking_classifier_fails_the_call_without_timing_it() {
+    static PANIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let layer = CircuitBreakerLayer::builder()
         .slow_calls(ms(5), 1.0)
         .classifier(|r: Result<&&'static str, &BoxError>| match r {
@@ -163,7 +164,6 @@ async fn a_panicking_classifier_fails_the_call_without_timing_it() {
         })
         .build()
         .unwrap();
-    static PANIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let handle = layer.handle();
     let mut svc = layer.layer(Inner::default());
     svc.ready()
