@@ -56,6 +56,8 @@ use crate::BoxError;
 /// own middleware.
 pub struct CircuitBreaker<S, C = DefaultClassifier> {
     inner: S,
+    /// The circuit (also reachable through `common`, but `poll_ready` reads it on every call,
+    /// and one pointer less to follow is worth a field).
     shared: Arc<Shared>,
     classifier: C,
     reservation: Reservation,
