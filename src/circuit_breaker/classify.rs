@@ -105,7 +105,9 @@ where
 /// ([`BulkheadFull`](crate::bulkhead::error::BulkheadFull),
 /// [`BulkheadTimeout`](crate::bulkhead::error::BulkheadTimeout)), which are local backpressure,
 /// not a sick dependency, and so are [`Ignored`](Outcome::Ignored). They are recognised whether
-/// the error is the bulkhead error itself or a [`BoxError`](crate::BoxError) holding one.
+/// the error is the bulkhead error itself or a [`BoxError`](crate::BoxError) holding one. With
+/// feature `reqwest`, a `reqwest::Error` that is a builder error (an invalid URL or header: the
+/// caller's mistake, the request never left) is [`Ignored`](Outcome::Ignored) too.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultClassifier;
 
@@ -113,7 +115,7 @@ impl<Res, Err: 'static> Classify<Res, Err> for DefaultClassifier {
     fn classify(&self, result: Result<&Res, &Err>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
-            Err(err) if is_local_backpressure(err) => Outcome::Ignored,
+            Err(err) if is_local_backpressure(err) || is_callers_mistake(err) => Outcome::Ignored,
             Err(_) => Outcome::Failure,
         }
     }
@@ -127,6 +129,23 @@ impl<Res, Err: 'static> ClassifyResponse<Res, Err> for DefaultClassifier {
         recorder.record(self.classify(result.as_ref()));
         result
     }
+}
+
+/// A `reqwest::Error` from building the request: nothing was sent.
+fn is_callers_mistake<E: 'static>(err: &E) -> bool {
+    #[cfg(feature = "reqwest")]
+    {
+        let any: &dyn std::any::Any = err;
+        let reqwest = any.downcast_ref::<reqwest::Error>().or_else(|| {
+            any.downcast_ref::<crate::BoxError>()
+                .and_then(|boxed| boxed.downcast_ref::<reqwest::Error>())
+        });
+        if let Some(e) = reqwest {
+            return e.is_builder();
+        }
+    }
+    let _ = err;
+    false
 }
 
 fn is_local_backpressure<E: 'static>(err: &E) -> bool {

@@ -182,8 +182,14 @@ impl<C> Builder<C> {
         self
     }
 
-    /// A probe outstanding this long reopens the circuit; its late result is ignored.
-    /// Default 30 s.
+    /// A probe whose inner service has not answered within this long reopens the circuit; its
+    /// late result is ignored. Default 30 s.
+    ///
+    /// It covers the wait for the inner future's result — for HTTP, the response head. A
+    /// classifier that defers its verdict to the body
+    /// ([`EndOfStream`](crate::http::EndOfStream), feature `http`) is not cut short by it: a
+    /// healthy stream longer than the probe timeout still closes the circuit. Bound stalled
+    /// bodies with `EndOfStream::idle_timeout` instead.
     pub fn probe_timeout(mut self, d: Duration) -> Self {
         self.settings.probe_timeout = Some(d);
         self

@@ -111,10 +111,12 @@ where
                     Poll::Ready(result) => result,
                 };
                 *this.in_inner_poll = false;
+                let guard = this.guard.take().expect("polled after completion");
+                guard.responded();
                 // The classifier owns the guard (in the `Recorder`) while it runs, so that a
                 // panic in it drops the guard during unwinding, which records a failure.
                 let recorder = Recorder {
-                    guard: this.guard.take().expect("polled after completion"),
+                    guard,
                     started: *this.started,
                 };
                 Poll::Ready(
@@ -181,6 +183,17 @@ impl CallGuard {
         CallGuard {
             owner,
             ticket: Some(ticket),
+        }
+    }
+
+    /// The inner service answered: a probe's `probe_timeout` covers only the wait for this,
+    /// so a streamed body that decides later is not cut short by it.
+    #[inline(always)]
+    pub(crate) fn responded(&self) {
+        if let Some(ticket) = self.ticket {
+            if ticket.is_probe() {
+                self.owner.shared().probe_responded(ticket);
+            }
         }
     }
 

@@ -211,6 +211,14 @@ impl Shared {
         }
     }
 
+    /// A probe's response head arrived (its timeout stops counting).
+    #[cold]
+    pub(crate) fn probe_responded(&self, ticket: PackedTicket) {
+        if let Ticket::Probe { generation, id } = ticket.unpack() {
+            lock(&self.cold).machine.probe_responded(generation, id);
+        }
+    }
+
     /// A ticket is given back unused, or its call was dropped: records nothing, frees a probe
     /// permit and wakes waiters (decision 7).
     pub(crate) fn release(&self, ticket: PackedTicket) {

@@ -208,7 +208,15 @@ pub(crate) enum ProbeResult {
 #[derive(Debug, Clone, Copy)]
 struct Probe {
     id: u32,
-    since: Instant,
+    /// When its `probe_timeout` started counting; `None` once its response head arrived (the
+    /// body, however long, decides after that).
+    timed_since: Option<Instant>,
+}
+
+impl Probe {
+    fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.timed_since.map(|since| since + timeout)
+    }
 }
 
 /// The cold-path state of one circuit.
@@ -307,7 +315,10 @@ impl Machine {
             }
             State::HalfOpen => {
                 let timeout = cfg.probe_timeout?;
-                let timed_out = self.probes.iter().any(|p| now >= p.since + timeout);
+                let timed_out = self
+                    .probes
+                    .iter()
+                    .any(|p| p.deadline(timeout).is_some_and(|d| now >= d));
                 timed_out.then(|| self.go(State::Open, Reason::ProbeTimedOut, now, cfg, None))
             }
             _ => None,
@@ -324,13 +335,16 @@ impl Machine {
             State::HalfOpen if self.probes_admitted < cfg.half_open_permits => {
                 self.probes_admitted += 1;
                 let id = self.take_probe_id();
-                self.probes.push(Probe { id, since: now });
+                self.probes.push(Probe {
+                    id,
+                    timed_since: Some(now),
+                });
                 Ok(Ticket::Probe { generation, id })
             }
             State::HalfOpen => Err(Refusal {
-                wake_at: cfg
-                    .probe_timeout
-                    .and_then(|timeout| self.probes.iter().map(|p| p.since + timeout).min()),
+                wake_at: cfg.probe_timeout.and_then(|timeout| {
+                    self.probes.iter().filter_map(|p| p.deadline(timeout)).min()
+                }),
             }),
             State::Open => Err(Refusal {
                 wake_at: self.open_until,
@@ -350,7 +364,16 @@ impl Machine {
     pub(crate) fn probe_started(&mut self, generation: u32, id: u32, now: Instant) {
         if generation == self.generation {
             if let Some(p) = self.probes.iter_mut().find(|p| p.id == id) {
-                p.since = now;
+                p.timed_since = Some(now);
+            }
+        }
+    }
+
+    /// The probe's response head arrived: `probe_timeout` no longer applies to it.
+    pub(crate) fn probe_responded(&mut self, generation: u32, id: u32) {
+        if generation == self.generation {
+            if let Some(p) = self.probes.iter_mut().find(|p| p.id == id) {
+                p.timed_since = None;
             }
         }
     }
@@ -591,5 +614,37 @@ mod tests {
         let (t, freed) = m.probe_finished(generation, id, ProbeResult::Success, now, &cfg);
         assert!(t.is_none() && !freed);
         assert_eq!(m.state(), State::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_responded_is_no_longer_timed() {
+        let cfg = cfg();
+        let t0 = Instant::now();
+        let mut m = Machine::new();
+        m.trip(0, Reason::ProbeFailed, t0, &cfg);
+        let now = t0 + Duration::from_secs(60);
+        m.advance(now, &cfg);
+        let Ticket::Probe { generation, id } = m.admit(now, &cfg).unwrap() else {
+            panic!()
+        };
+        let second = now + Duration::from_secs(1);
+        m.admit(second, &cfg).unwrap();
+        m.probe_responded(generation + 1, id); // another generation's: no effect
+        assert_eq!(
+            m.admit(now, &cfg).unwrap_err().wake_at,
+            Some(now + Duration::from_secs(5))
+        );
+        m.probe_responded(generation, id);
+        // Only the other probe's deadline is left to wake for.
+        assert_eq!(
+            m.admit(now, &cfg).unwrap_err().wake_at,
+            Some(second + Duration::from_secs(5))
+        );
+        // The first probe's deadline has passed, and it does not reopen the circuit.
+        assert!(m.advance(now + Duration::from_secs(5), &cfg).is_none());
+        assert_eq!(m.state(), State::HalfOpen);
+        // The other probe never responded: its timeout still reopens.
+        let t = m.advance(second + Duration::from_secs(5), &cfg).unwrap();
+        assert_eq!(t.reason, Reason::ProbeTimedOut);
     }
 }

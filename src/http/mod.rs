@@ -83,10 +83,19 @@
 
 mod body;
 mod classify;
+mod end_of_stream;
+pub mod error;
+mod events;
+mod idle;
+#[cfg(feature = "reqwest")]
+mod reqwest;
 pub mod retry_after;
+mod scan;
 
-pub use body::{ClassifyEos, CleanEnd, EndOfStream, OutcomeBody};
+pub use body::{ClassifyEos, CleanEnd, OutcomeBody};
 pub use classify::{HttpClassifier, StatusSet};
+pub use end_of_stream::EndOfStream;
+pub use events::{Event, EventFormat, StreamEvents};
 
 use http::{header, Response, StatusCode};
 
