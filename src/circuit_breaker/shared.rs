@@ -211,11 +211,16 @@ impl Shared {
         }
     }
 
-    /// A probe's response head arrived (its timeout stops counting).
+    /// A probe's response head arrived: its timeout stops counting — unless it has already
+    /// run out, which is applied first (a late head does not rescue a timed-out probe).
     #[cold]
     pub(crate) fn probe_responded(&self, ticket: PackedTicket) {
         if let Ticket::Probe { generation, id } = ticket.unpack() {
-            lock(&self.cold).machine.probe_responded(generation, id);
+            let now = crate::time::now();
+            let mut cold = lock(&self.cold);
+            let transition = cold.machine.advance(now, &self.config);
+            cold.machine.probe_responded(generation, id);
+            self.finish(cold, transition, false);
         }
     }
 

@@ -111,3 +111,104 @@ where
         task: Some(task),
     }
 }
+
+/// How a [`script_server`] response body ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The terminating chunk: a clean end of body.
+    Complete,
+    /// The connection closes mid-body (no terminating chunk): the client sees a body error.
+    Cut,
+    /// Nothing more is sent and the connection stays open until the server shuts down, the
+    /// way a provider that has sent `[DONE]` may still hold the stream.
+    Hang,
+}
+
+/// One scripted HTTP/1.1 response: `200`, the given content type, a chunked body written one
+/// piece per TCP write (with a pause between, so pieces arrive as separate reads), then `end`.
+#[derive(Clone, Debug)]
+pub struct Script {
+    pub content_type: &'static str,
+    pub pieces: Vec<Vec<u8>>,
+    pub end: End,
+}
+
+impl Script {
+    pub fn sse(pieces: &[&str], end: End) -> Script {
+        Script {
+            content_type: "text/event-stream",
+            pieces: pieces.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            end,
+        }
+    }
+}
+
+/// A raw-socket HTTP/1.1 server on 127.0.0.1:0 that answers the `n`-th connection with
+/// `scripts[n % len]` and closes it: byte-exact control over how a stream is split across TCP
+/// writes and how it ends. Shut down (and every hanging connection closed) by dropping the
+/// returned guard or calling `shutdown`.
+pub async fn script_server(scripts: Vec<Script>) -> TestServer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let counter = hits.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                accepted = listener.accept() => {
+                    let Ok((mut stream, _)) = accepted else { continue };
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    let script = scripts[n % scripts.len()].clone();
+                    conns.spawn(async move {
+                        // Read the request head (the tests send no body).
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+                            script.content_type
+                        );
+                        if stream.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        for piece in &script.pieces {
+                            let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+                            chunk.extend_from_slice(piece);
+                            chunk.extend_from_slice(b"\r\n");
+                            if stream.write_all(&chunk).await.is_err() {
+                                return;
+                            }
+                            let _ = stream.flush().await;
+                            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+                        }
+                        match script.end {
+                            End::Complete => {
+                                let _ = stream.write_all(b"0\r\n\r\n").await;
+                            }
+                            End::Cut => {}
+                            End::Hang => std::future::pending::<()>().await,
+                        }
+                        let _ = stream.shutdown().await;
+                    });
+                }
+            }
+        }
+        conns.shutdown().await;
+    });
+    TestServer {
+        addr,
+        hits,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
