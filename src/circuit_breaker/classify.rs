@@ -46,6 +46,12 @@ pub enum Outcome {
 ///
 /// A classifier that panics is contained: the call counts as a [`Outcome::Failure`] and every
 /// permit it held is released.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot classify a `Result<{Res}, {Err}>`",
+    label = "this classifier does not fit the inner service's response or error type",
+    note = "the breaker's classifier must implement `Classify<Response, Error>` for the service it wraps",
+    note = "`HttpClassifier` fits `http::Response<B>` (and `reqwest::Response` with feature `reqwest`); for another response type pass a closure `|result: Result<&Res, &Err>| -> Outcome`"
+)]
 pub trait Classify<Res, Err> {
     /// Decides what `result` means for the circuit.
     fn classify(&self, result: Result<&Res, &Err>) -> Outcome;
@@ -59,6 +65,12 @@ pub trait Classify<Res, Err> {
 /// to [`Builder::response_classifier`](super::Builder::response_classifier)) only to defer the
 /// verdict. The `http` and `grpc` features' end-of-stream classifiers do, wrapping the
 /// response body.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot classify a `Result<{Res}, {Err}>`",
+    label = "this classifier does not fit the inner service's response or error type",
+    note = "the breaker's classifier must fit the response and error types of the service it wraps",
+    note = "`EndOfStream` fits `http::Response<B>` (and `reqwest::Response` with feature `reqwest`); `Immediate<C>` (from `.classifier(c)`) fits what `C: Classify<Res, Err>` fits"
+)]
 pub trait ClassifyResponse<Res, Err> {
     /// What the breaker's service returns in place of `Res`.
     type Response;

@@ -13,9 +13,10 @@
 //!   HTTP-date), `retry-after-ms`, `x-ms-retry-after-ms` and `grpc-retry-pushback-ms`.
 //! - [`EndOfStream`] / [`OutcomeBody`]: a
 //!   [`ClassifyResponse`](crate::circuit_breaker::ClassifyResponse) that defers a good-looking
-//!   response's verdict to the end of its body. A body error is a failure, a body dropped early
-//!   is neutral. The `grpc` feature's [`GrpcClassifier`](crate::grpc::GrpcClassifier) builds on
-//!   it.
+//!   response's verdict to its body: a streamed body's events ([`StreamEvents`]: SSE
+//!   `[DONE]`, `message_stop`, `event: error`, ...), a body error, an [idle
+//!   timeout](EndOfStream::idle_timeout), or its end. The `grpc` feature's
+//!   [`GrpcClassifier`](crate::grpc::GrpcClassifier) builds on it.
 //! - [`circuit_open_response`]: turns a [`CircuitOpen`] into `503 Service Unavailable` with
 //!   `Retry-After`, for axum's `HandleErrorLayer` or any server.
 //!
@@ -37,6 +38,90 @@
 //!     .unwrap();
 //! # let _ = (by_status, by_body);
 //! ```
+//!
+//! # Streaming (SSE)
+//!
+//! LLM APIs stream their answers as Server-Sent Events in a `200` response, so the status says
+//! nothing about how the stream will go. [`EndOfStream::new()`] judges a `text/event-stream`
+//! body by its events, the way SDKs read it:
+//!
+//! - `data: [DONE]` (OpenAI-compatible), `event: message_stop` (Anthropic) or
+//!   `event: response.completed` (OpenAI Responses) records a **success as soon as it has been
+//!   read**. SDK loops stop there and drop the body before the connection's end of stream; that
+//!   drop changes nothing.
+//! - `event: error` inside the `200` stream records a **throttle** for rate-limit and overload
+//!   types (Anthropic's `overloaded_error`) — with the head's back-off hint if there was one,
+//!   otherwise counted as a failure — and a **failure** for any other type.
+//! - A body error (the provider cut the stream) is a failure; a stream dropped before any
+//!   deciding event is neutral (the user cancelled); a stream that ends cleanly without one
+//!   is a success.
+//! - With [`idle_timeout`](EndOfStream::idle_timeout), a stream that stalls mid-body ends with
+//!   an [`IdleTimeout`](error::IdleTimeout) error and counts as a failure, so a provider that
+//!   stalls mid-stream trips the circuit like one that never answers.
+//!
+//! Events split across frames are reassembled; a body of another content type is not scanned
+//! and pays nothing; scanning never buffers the body (only a line split across frames, and the
+//! data of an error event, capped). Other markers — NDJSON's `"done": true`, a provider's own
+//! terminal event, a predicate of your own — are configured with [`StreamEvents`].
+//!
+//! A half-open probe's [`probe_timeout`](crate::circuit_breaker::Builder::probe_timeout) covers
+//! the time to the response head; after that the body decides, so a healthy 60-second stream
+//! used as a probe closes the circuit.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_breaker::circuit_breaker::CircuitBreakerLayer;
+//! use tower_breaker::http::EndOfStream;
+//!
+//! let layer = CircuitBreakerLayer::builder()
+//!     .name("openai")
+//!     .response_classifier(EndOfStream::new().idle_timeout(Duration::from_secs(30)))
+//!     .build()
+//!     .unwrap();
+//! # let _ = layer;
+//! ```
+//!
+//! # reqwest
+//!
+//! With feature `reqwest`, [`HttpClassifier`] and [`EndOfStream`] work directly over
+//! `reqwest::Client`, and the layered service stays a
+//! `Service<reqwest::Request, Response = reqwest::Response, Error = BoxError>`: the response
+//! keeps its `url()`, status, headers and extensions, and `.json()`, `.text()`, `.bytes()` and
+//! `.bytes_stream()` work as usual — the outcome is recorded when the body ends, fails, or an
+//! event decides. A `reqwest::Error` that [`is_builder`](::reqwest::Error::is_builder) (the
+//! request never left: an invalid URL or header) is [`Ignored`](crate::circuit_breaker::Outcome::Ignored);
+//! connect, timeout, request and body errors are failures.
+//!
+//! ```
+//! # #[cfg(feature = "reqwest")]
+//! # async fn demo() -> Result<(), tower_breaker::BoxError> {
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//! use tower_breaker::circuit_breaker::CircuitBreakerLayer;
+//! use tower_breaker::http::EndOfStream;
+//!
+//! let client = reqwest::Client::new();
+//! let breaker = CircuitBreakerLayer::builder()
+//!     .name("openai")
+//!     .response_classifier(EndOfStream::new())
+//!     .build()?;
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(breaker)
+//!     .timeout(Duration::from_secs(60)) // inside: a timeout counts as a failure
+//!     .service(client.clone());
+//!
+//! let req = client.get("http://127.0.0.1:8080/v1/models").build()?;
+//! let res: reqwest::Response = svc.ready().await?.call(req).await?;
+//! let models: serde_json::Value = res.json().await?; // recorded here, at the body's end
+//! # let _ = models;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Without the feature, `HttpClassifier` does not fit `reqwest::Response`, and the compiler says
+//! "the method `ready` exists … but its trait bounds were not satisfied": that is the
+//! classifier not fitting the inner service's response type (enable `reqwest`, or classify with
+//! a closure over [`HttpClassifier::classify_parts`]).
 //!
 //! # Which mode where
 //!
@@ -78,8 +163,12 @@
 //!   is dropped, which is neutral), and if you do want such errors classified, use a classifier
 //!   that maps `tower::timeout::error::Elapsed` to
 //!   [`Ignored`](crate::circuit_breaker::Outcome::Ignored).
-//! - With [`EndOfStream`], the verdict waits for the body, so a timeout on the response head
-//!   does not cover a stream that stalls: bound body reads separately if that matters.
+//! - **`tower::timeout` covers the response head only** (`reqwest`'s `timeout` on the client
+//!   covers the whole body, `read_timeout` each read). With [`EndOfStream`] the verdict waits
+//!   for the body, so bound a stream that stalls half-way with
+//!   [`EndOfStream::idle_timeout`]: it fails the call and the caller's body read, where a
+//!   client-side read timeout would only fail the read (the breaker then sees a body error,
+//!   also a failure).
 
 mod body;
 mod classify;
