@@ -215,3 +215,59 @@ fn a_clone_allocates_its_own_owner_only_at_its_second_call() {
     assert_eq!(drive(&mut svc, 1), 1, "second call: the clone's own owner");
     assert_eq!(drive(&mut svc, 1_000), 0, "every later call");
 }
+
+/// `EndOfStream` adds no allocation per call: neither for a plain body nor for an SSE stream
+/// whose events arrive whole (a line split across frames is the one case that allocates, once
+/// per body). The responses are built before counting, so only the breaker and the body
+/// wrapper are measured.
+#[cfg(feature = "http")]
+#[test]
+fn end_of_stream_bodies_do_not_allocate() {
+    use bytes::Bytes;
+    use http_body::Body as _;
+    use http_body_util::Full;
+    use tower_breaker::http::EndOfStream;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    for content_type in ["text/event-stream", "application/json"] {
+        let layer = CircuitBreakerLayer::builder()
+            .response_classifier(EndOfStream::new())
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let mut svc = layer.layer(tower::service_fn(|res: http::Response<Full<Bytes>>| {
+            ready(Ok::<_, Odd>(res))
+        }));
+        let response = || {
+            let body = Full::new(Bytes::from_static(b"data: {\"t\":1}\n\ndata: [DONE]\n\n"));
+            http::Response::builder()
+                .header("content-type", content_type)
+                .body(body)
+                .unwrap()
+        };
+        let mut run = |responses: Vec<http::Response<Full<Bytes>>>| {
+            allocation_counter::measure(|| {
+                for res in responses {
+                    assert!(svc.poll_ready(&mut cx).is_ready());
+                    let mut future = std::pin::pin!(svc.call(res));
+                    let Poll::Ready(Ok(res)) = future.as_mut().poll(&mut cx) else {
+                        panic!("ready")
+                    };
+                    let mut body = std::pin::pin!(res.into_body());
+                    assert!(body.as_mut().poll_frame(&mut cx).is_ready());
+                }
+            })
+            .count_total
+        };
+        run((0..100).map(|_| response()).collect());
+        let allocations = run((0..1_000).map(|_| response()).collect());
+        assert_eq!(allocations, 0, "{content_type}: {allocations} allocations");
+        assert_eq!(handle.stats().successful_calls, 1_100, "{content_type}");
+    }
+}
