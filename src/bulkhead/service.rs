@@ -13,6 +13,7 @@ use super::future::{Rejection, ResponseFuture};
 use super::handle::Handle;
 use super::hold::{HoldPermit, Permit, ReleaseOnResponse};
 use super::queue::{Acquire, Shared, WaitState, REJECTED, TIMED_OUT};
+use crate::failover::scope;
 use crate::sync::Arc;
 use crate::BoxError;
 
@@ -68,6 +69,9 @@ pub struct Bulkhead<S, H = ReleaseOnResponse> {
 enum State {
     Idle,
     Waiting(u64),
+    /// The wait ran out while a `Failover` was polling: not yet a rejection (see
+    /// [`poll_expired`](Bulkhead::poll_expired)).
+    Expired,
     Ready(Permit),
     Rejected(Rejection),
 }
@@ -120,6 +124,7 @@ impl<S, H> Bulkhead<S, H> {
     fn poll_admission(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let id = match self.state {
             State::Ready(_) | State::Rejected(_) => return Poll::Ready(()),
+            State::Expired => return self.poll_expired(),
             State::Waiting(id) => match self.shared.poll_wait(id, cx.waker()) {
                 WaitState::Granted => {
                     self.state = State::Ready(Permit::new(self.shared.clone()));
@@ -138,6 +143,9 @@ impl<S, H> Bulkhead<S, H> {
                         return Poll::Ready(());
                     }
                     Acquire::Full => {
+                        if scope::defer_rejection() {
+                            return Poll::Pending;
+                        }
                         self.shared.count(REJECTED);
                         trace_debug!(
                             bulkhead = %self.shared.name,
@@ -167,16 +175,32 @@ impl<S, H> Bulkhead<S, H> {
         // The wait is over, unless a slot was handed over at the same time: the grant wins.
         if self.shared.cancel(id) {
             self.state = State::Ready(Permit::new(self.shared.clone()));
-        } else {
-            self.shared.count(TIMED_OUT);
-            trace_debug!(
-                bulkhead = %self.shared.name,
-                max_wait = ?self.shared.max_wait,
-                "bulkhead wait timed out, call rejected"
-            );
-            let error = BulkheadTimeout::new(self.shared.name.clone());
-            self.reject(Rejection::Timeout(error));
+            return Poll::Ready(());
         }
+        self.state = State::Expired;
+        self.poll_expired()
+    }
+
+    /// After the wait ran out: a slot freed since is taken; otherwise the call is rejected with
+    /// [`BulkheadTimeout`] — unless a `Failover` is polling, which would rather move on: then the
+    /// bulkhead stays expired and `Pending`, and rejects when polled outside the `Failover`'s
+    /// scope (as the `Failover` does when no other member is ready).
+    fn poll_expired(&mut self) -> Poll<()> {
+        if self.shared.try_acquire() {
+            self.state = State::Ready(Permit::new(self.shared.clone()));
+            return Poll::Ready(());
+        }
+        if scope::defer_rejection() {
+            return Poll::Pending;
+        }
+        self.shared.count(TIMED_OUT);
+        trace_debug!(
+            bulkhead = %self.shared.name,
+            max_wait = ?self.shared.max_wait,
+            "bulkhead wait timed out, call rejected"
+        );
+        let error = BulkheadTimeout::new(self.shared.name.clone());
+        self.reject(Rejection::Timeout(error));
         Poll::Ready(())
     }
 }
@@ -214,7 +238,7 @@ where
                 ResponseFuture::called(self.inner.call(request), permit, self.hold.clone())
             }
             State::Rejected(rejection) => ResponseFuture::rejected(rejection, self.hold.clone()),
-            State::Idle | State::Waiting(_) => {
+            State::Idle | State::Waiting(_) | State::Expired => {
                 panic!("Bulkhead::call without a successful poll_ready")
             }
         }
@@ -244,6 +268,7 @@ impl<S: fmt::Debug, H> fmt::Debug for Bulkhead<S, H> {
         let state = match &self.state {
             State::Idle => "idle",
             State::Waiting(_) => "waiting",
+            State::Expired => "wait expired",
             State::Ready(_) => "holds a slot",
             State::Rejected(_) => "rejected",
         };
@@ -252,5 +277,14 @@ impl<S: fmt::Debug, H> fmt::Debug for Bulkhead<S, H> {
             .field("shared", &self.shared)
             .field("state", &state)
             .finish_non_exhaustive()
+    }
+}
+
+/// The inner service's load, so a p2c `Balance` can weigh bulkheads directly.
+impl<S: tower::load::Load, H> tower::load::Load for Bulkhead<S, H> {
+    type Metric = S::Metric;
+
+    fn load(&self) -> Self::Metric {
+        self.inner.load()
     }
 }

@@ -11,6 +11,7 @@ use super::classify::{ClassifyResponse, Outcome};
 use super::error::CircuitOpen;
 use super::shared::Shared;
 use super::ticket::PackedTicket;
+use crate::failover::scope;
 use crate::time::Stamp;
 use crate::BoxError;
 
@@ -154,6 +155,7 @@ impl Recorder {
     /// Records `outcome` for the call.
     #[inline]
     pub fn record(self, outcome: Outcome) {
+        scope::note_outcome(outcome);
         self.guard.finish(outcome, self.started);
     }
 }

@@ -14,6 +14,7 @@ use super::future::{CallGuard, Owner, ResponseFuture};
 use super::handle::Handle;
 use super::shared::{Admission, Shared};
 use super::ticket::PackedTicket;
+use crate::failover::scope;
 use crate::BoxError;
 
 /// A circuit breaker around the service `S`, classifying results with `C`.
@@ -212,6 +213,18 @@ impl<S, C> CircuitBreaker<S, C> {
         })
     }
 
+    /// Fail-fast, refusing: ready, so that `call` rejects at once — unless a `Failover` is
+    /// polling, which would rather move on to its next member: then `Pending`, holding no
+    /// rejection (the `Failover` polls again outside its scope before it could wait on this).
+    #[cold]
+    fn ready_to_reject(&mut self) -> Poll<Result<(), BoxError>> {
+        if scope::defer_rejection() {
+            self.reservation = Reservation::None;
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Takes an admission (or, fail-fast, a rejection) from the cold path; `Pending` while the
     /// default mode must wait.
     fn poll_admission(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -270,7 +283,7 @@ where
         if !admitted {
             match self.poll_reservation(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Reserved::Rejection) => return Poll::Ready(Ok(())),
+                Poll::Ready(Reserved::Rejection) => return self.ready_to_reject(),
                 Poll::Ready(Reserved::Admission) => {}
             }
         }
@@ -341,5 +354,15 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
             .field("shared", &self.shared)
             .field("reservation", &self.reservation)
             .finish_non_exhaustive()
+    }
+}
+
+/// The inner service's load, so a p2c `Balance` can weigh breakers directly. (A
+/// default-mode breaker whose circuit is open is `Pending`, which `Balance` already skips.)
+impl<S: tower::load::Load, C> tower::load::Load for CircuitBreaker<S, C> {
+    type Metric = S::Metric;
+
+    fn load(&self) -> Self::Metric {
+        self.inner.load()
     }
 }

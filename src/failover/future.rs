@@ -7,7 +7,14 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::routes::ServedBy;
+use tower_service::Service;
+
+use super::resend::{Rebuild, Resend};
+use super::routes::{Routes, ServedBy};
+use super::scope::{Capture, Readiness};
+use crate::bulkhead::error::{BulkheadFull, BulkheadTimeout};
+use crate::circuit_breaker::error::CircuitOpen;
+use crate::circuit_breaker::Outcome;
 use crate::BoxError;
 
 pin_project! {
@@ -84,6 +91,145 @@ impl<F> fmt::Debug for TaggedFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaggedFuture")
             .field("served_by", &self.served_by)
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// Response future of a [`Failover`](super::Failover) with
+    /// [`resend_failures`](super::Failover::resend_failures): the member's future, and, if that
+    /// member failed, the next ready member's (see [`Resend`]).
+    pub struct ResendFuture<S, Fut, Req, F> {
+        #[pin]
+        call: Fut,
+        // The members after the one called, with their indexes, in priority order.
+        later: Vec<(usize, S)>,
+        spare: Option<Req>,
+        resend: Resend<F>,
+        routes: Routes,
+        attempts: u32,
+    }
+}
+
+impl<S, Fut, Req, F> ResendFuture<S, Fut, Req, F> {
+    pub(super) fn new(
+        call: Fut,
+        later: Vec<(usize, S)>,
+        spare: Option<Req>,
+        resend: Resend<F>,
+        routes: Routes,
+    ) -> Self {
+        ResendFuture {
+            call,
+            later,
+            spare,
+            resend,
+            routes,
+            attempts: 1,
+        }
+    }
+}
+
+/// What to do with a member's result.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Keep,
+    /// The member rejected the call without reaching its dependency.
+    ResendRejected,
+    ResendFailed,
+}
+
+fn verdict<T>(result: &Result<T, BoxError>, outcome: Option<Outcome>) -> Verdict {
+    if let Err(error) = result {
+        if is_local_rejection(error) {
+            return Verdict::ResendRejected;
+        }
+    }
+    match outcome {
+        Some(Outcome::Failure | Outcome::Throttled { .. }) => Verdict::ResendFailed,
+        Some(Outcome::Success | Outcome::Ignored) => Verdict::Keep,
+        None if result.is_err() => Verdict::ResendFailed,
+        None => Verdict::Keep,
+    }
+}
+
+fn is_local_rejection(error: &BoxError) -> bool {
+    error.is::<CircuitOpen>() || error.is::<BulkheadFull>() || error.is::<BulkheadTimeout>()
+}
+
+impl<S, Fut, Req, F, T, E> Future for ResendFuture<S, Fut, Req, F>
+where
+    S: Service<Req, Future = Fut>,
+    S::Error: Into<BoxError>,
+    Fut: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    F: Rebuild<Req>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let (result, outcome) = {
+                let capture = Capture::enter();
+                let result = std::task::ready!(this.call.as_mut().poll(cx));
+                (result.map_err(Into::into), capture.outcome())
+            };
+            let verdict = verdict(&result, outcome);
+            if verdict == Verdict::Keep || *this.attempts >= this.resend.attempts {
+                return Poll::Ready(result);
+            }
+            let Some(spare) = this.spare.as_ref() else {
+                return Poll::Ready(result);
+            };
+            let Some((index, mut member)) = next_ready(this.later, cx) else {
+                return Poll::Ready(result);
+            };
+            if verdict == Verdict::ResendFailed && !this.resend.budget.withdraw() {
+                return Poll::Ready(result);
+            }
+            // The last attempt may use the spare itself.
+            let request = if *this.attempts + 1 >= this.resend.attempts || this.later.is_empty() {
+                this.spare.take()
+            } else {
+                this.resend.rebuild.rebuild(spare)
+            };
+            let Some(request) = request else {
+                return Poll::Ready(result);
+            };
+            trace_debug!(
+                to = %this.routes.inner.names[index],
+                rejected = verdict == Verdict::ResendRejected,
+                "failover re-sends a failed request"
+            );
+            drop(result);
+            *this.attempts += 1;
+            this.routes.record(index);
+            this.call.set(member.call(request));
+        }
+    }
+}
+
+/// Takes the first of `later` that is ready now (dropping those before it, which were not);
+/// members that would only reject the call locally count as not ready.
+fn next_ready<S, Req>(later: &mut Vec<(usize, S)>, cx: &mut Context<'_>) -> Option<(usize, S)>
+where
+    S: Service<Req>,
+{
+    let position = later.iter_mut().position(|(_, member)| {
+        let _scope = Readiness::enter();
+        matches!(member.poll_ready(cx), Poll::Ready(Ok(())))
+    })?;
+    let chosen = later.remove(position);
+    later.drain(..position);
+    Some(chosen)
+}
+
+impl<S, Fut, Req, F> fmt::Debug for ResendFuture<S, Fut, Req, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResendFuture")
+            .field("attempts", &self.attempts)
+            .field("later", &self.later.len())
             .finish_non_exhaustive()
     }
 }

@@ -68,11 +68,15 @@ use crate::BoxError;
 pub mod error;
 pub mod future;
 mod layer;
+mod load;
+mod resend;
 mod routes;
+pub(crate) mod scope;
 mod steer;
 
-pub use future::ResponseFuture;
+pub use future::{ResendFuture, ResponseFuture};
 pub use layer::FailoverLayer;
+pub use resend::{Cloned, NoResend, Rebuild, Resend};
 pub use routes::{Routes, ServedBy, TagServedBy};
 pub use steer::{skip_open, SkipOpen};
 
@@ -114,15 +118,16 @@ use routes::{RoutesInner, NO_ROUTE};
 /// own middleware.
 ///
 /// Clones share one [`Routes`] and clone every member.
-pub struct Failover<S> {
+pub struct Failover<S, R = NoResend> {
     members: Vec<Member<S>>,
     ready: Option<usize>,
     routes: Routes,
+    resend: R,
 }
 
-struct Member<S> {
-    service: S,
-    retired: bool,
+pub(crate) struct Member<S> {
+    pub(crate) service: S,
+    pub(crate) retired: bool,
 }
 
 impl<S> Failover<S> {
@@ -164,9 +169,23 @@ impl<S> Failover<S> {
                     served,
                 }),
             },
+            resend: NoResend,
         }
     }
 
+    /// Re-sends a request that failed on a member to the next ready member, as `resend`
+    /// allows (see [`Resend`]).
+    pub fn resend_failures<F>(self, resend: Resend<F>) -> Failover<S, Resend<F>> {
+        Failover {
+            members: self.members,
+            ready: self.ready,
+            routes: self.routes,
+            resend,
+        }
+    }
+}
+
+impl<S, R> Failover<S, R> {
     /// The handle reporting which member served each request. Shared by every clone; keep one
     /// before moving the `Failover` into a `Buffer` or `Balance`.
     pub fn routes(&self) -> Routes {
@@ -206,7 +225,7 @@ impl<S> Failover<S> {
     /// Wraps every member so that its `http::Response`s carry a [`ServedBy`] extension (the
     /// member's index and name). The response type stays `http::Response<B>`; the [`Routes`]
     /// handle is kept.
-    pub fn tag_served_by(self) -> Failover<TagServedBy<S>> {
+    pub fn tag_served_by(self) -> Failover<TagServedBy<S>, R> {
         let names = &self.routes.inner.names;
         Failover {
             members: self
@@ -220,41 +239,60 @@ impl<S> Failover<S> {
                 .collect(),
             ready: None,
             routes: self.routes,
+            resend: self.resend,
         }
     }
-}
 
-impl<S, Req> Service<Req> for Failover<S>
-where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    /// Chooses the member the next `call` goes to: the first that is ready (see the type's
+    /// docs). Members are polled in a [`scope`] that turns a member that is only ready to
+    /// reject the call locally into `Pending`; if no member is ready, those are polled again
+    /// outside it, in order, and the first that is ready (to serve or to reject) is chosen.
+    fn poll_members<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
         self.ready = None;
         let mut last_error = None;
-        for (index, member) in self.members.iter_mut().enumerate() {
-            if member.retired {
+        let mut deferred = Deferred::default();
+        for index in 0..self.members.len() {
+            if self.members[index].retired {
                 continue;
             }
-            match member.service.poll_ready(cx) {
+            let scope = scope::Readiness::enter();
+            let polled = self.members[index].service.poll_ready(cx);
+            let deferred_here = scope.deferred();
+            drop(scope);
+            match polled {
                 Poll::Ready(Ok(())) => {
                     self.ready = Some(index);
                     return Poll::Ready(Ok(()));
                 }
+                Poll::Pending if deferred_here => deferred.insert(index),
                 Poll::Pending => {}
-                Poll::Ready(Err(error)) => {
-                    let error: BoxError = error.into();
-                    member.retired = true;
-                    trace_warn!(
-                        member = %self.routes.inner.names[index],
-                        %error,
-                        "failover member failed poll_ready and is retired"
-                    );
-                    last_error = Some(error);
+                Poll::Ready(Err(error)) => last_error = Some(self.retire(index, error.into())),
+            }
+        }
+        if !deferred.is_empty() {
+            if scope::deferring() {
+                // This failover is itself a member of an outer one's: it only rejects too,
+                // and the outer failover decides when to take that.
+                scope::defer_rejection();
+                return Poll::Pending;
+            }
+            for index in 0..self.members.len() {
+                if !deferred.contains(index) || self.members[index].retired {
+                    continue;
+                }
+                match self.members[index].service.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.ready = Some(index);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Pending => {}
+                    Poll::Ready(Err(error)) => {
+                        last_error = Some(self.retire(index, error.into()));
+                    }
                 }
             }
         }
@@ -266,17 +304,73 @@ where
         Poll::Pending
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
-        let index = self
-            .ready
+    fn retire(&mut self, index: usize, error: BoxError) -> BoxError {
+        self.members[index].retired = true;
+        trace_warn!(
+            member = %self.routes.inner.names[index],
+            %error,
+            "failover member failed poll_ready and is retired"
+        );
+        error
+    }
+
+    /// The member chosen by the last `poll_ready`, taken for a `call`.
+    fn take_ready(&mut self) -> usize {
+        self.ready
             .take()
-            .expect("Failover::call without a ready poll_ready; call poll_ready first");
+            .expect("Failover::call without a ready poll_ready; call poll_ready first")
+    }
+}
+
+/// The members that deferred a local rejection during one `poll_ready`: a bit each for the
+/// first 128, and one for all the rest (so no allocation, whatever the number of members).
+#[derive(Default)]
+struct Deferred {
+    first: u128,
+    any_beyond: bool,
+}
+
+impl Deferred {
+    fn insert(&mut self, index: usize) {
+        match u32::try_from(index).ok().and_then(|i| 1u128.checked_shl(i)) {
+            Some(bit) => self.first |= bit,
+            None => self.any_beyond = true,
+        }
+    }
+
+    fn contains(&self, index: usize) -> bool {
+        match u32::try_from(index).ok().and_then(|i| 1u128.checked_shl(i)) {
+            Some(bit) => self.first & bit != 0,
+            None => self.any_beyond,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first == 0 && !self.any_beyond
+    }
+}
+
+impl<S, Req> Service<Req> for Failover<S, NoResend>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_members(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let index = self.take_ready();
         self.routes.record(index);
         ResponseFuture::new(self.members[index].service.call(request))
     }
 }
 
-impl<S: Clone> Clone for Failover<S> {
+impl<S: Clone, R: Clone> Clone for Failover<S, R> {
     fn clone(&self) -> Self {
         Failover {
             members: self
@@ -289,11 +383,12 @@ impl<S: Clone> Clone for Failover<S> {
                 .collect(),
             ready: None,
             routes: self.routes.clone(),
+            resend: self.resend.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for Failover<S> {
+impl<S: fmt::Debug, R: fmt::Debug> fmt::Debug for Failover<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let members: Vec<_> = self
             .members
@@ -304,6 +399,7 @@ impl<S: fmt::Debug> fmt::Debug for Failover<S> {
         f.debug_struct("Failover")
             .field("members", &members)
             .field("ready", &self.ready)
+            .field("resend", &self.resend)
             .finish_non_exhaustive()
     }
 }
