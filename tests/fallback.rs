@@ -409,3 +409,83 @@ async fn no_member_ready_after_a_failure_returns_the_failure_without_waiting() {
     assert_eq!(err.to_string(), "a failed");
     assert_eq!(started.elapsed(), Duration::ZERO);
 }
+
+#[tokio::test]
+async fn p2c_balance_over_breakers_needs_no_wrapper() {
+    use tower::balance::p2c::Balance;
+    use tower::discover::ServiceList;
+    use tower::load::{CompleteOnResponse, PendingRequests};
+
+    let endpoint = |name: &'static str, calls: Arc<AtomicUsize>| {
+        let breaker = CircuitBreakerLayer::builder().name(name).build().unwrap();
+        let handle = breaker.handle();
+        let load = PendingRequests::new(
+            provider(name, calls, |_| false, str_text),
+            CompleteOnResponse::default(),
+        );
+        // The breaker is `Load` because its inner service is: Balance takes it as it is.
+        (breaker.layer(load), handle)
+    };
+    let (a_calls, b_calls) = (counter(), counter());
+    let (a, a_handle) = endpoint("a", a_calls.clone());
+    let (b, _) = endpoint("b", b_calls.clone());
+    let mut balance = Balance::new(ServiceList::new(vec![a, b]));
+
+    a_handle.force_open();
+    for _ in 0..20 {
+        let answer = balance.ready().await.unwrap().call("x").await.unwrap();
+        assert_eq!(
+            answer, "b: x",
+            "an open circuit is pending, so p2c skips it"
+        );
+    }
+    assert_eq!(a_calls.load(Ordering::SeqCst), 0);
+
+    a_handle.force_closed();
+    for _ in 0..50 {
+        balance.ready().await.unwrap().call("y").await.unwrap();
+    }
+    assert!(
+        a_calls.load(Ordering::SeqCst) > 0,
+        "a is back in the rotation"
+    );
+}
+
+#[test]
+fn breakers_bulkheads_and_failovers_report_their_inner_load() {
+    use tower::load::{CompleteOnResponse, Load, PendingRequests};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let inner = || {
+        PendingRequests::new(
+            service_fn(|_: ()| std::future::pending::<Result<(), BoxError>>()),
+            CompleteOnResponse::default(),
+        )
+    };
+    let mut breaker = CircuitBreakerLayer::new().layer(inner());
+    let mut bulkhead = BulkheadLayer::builder().build().unwrap().layer(inner());
+    assert_eq!(breaker.load(), bulkhead.load());
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(breaker.poll_ready(&mut cx).is_ready());
+    let pending_call = breaker.call(());
+    assert!(breaker.load() > bulkhead.load(), "one request in flight");
+    assert!(bulkhead.poll_ready(&mut cx).is_ready());
+    let _other = bulkhead.call(());
+    assert_eq!(breaker.load(), bulkhead.load());
+    drop(pending_call);
+
+    let mut failover = Failover::new([inner(), inner()]);
+    let idle = failover.load().expect("a member in service");
+    assert!(failover.poll_ready(&mut cx).is_ready());
+    let _call = failover.call(());
+    let busy = failover.load().expect("a member in service");
+    assert!(
+        busy > idle,
+        "the first member, which has the call in flight"
+    );
+}
