@@ -7,6 +7,25 @@
 //! because every member polled `Pending` has registered the task's waker, the task is woken the
 //! moment the primary's circuit admits again, and the next request goes back to the primary.
 //!
+//! # Members that would only reject
+//!
+//! A member that is ready only to reject the call locally — its bulkhead full with no queue
+//! room, its bulkhead wait expired, its fail-fast breaker open — is treated as not ready, so the
+//! request goes to the next member and the caller never sees that rejection. This works for
+//! every request type (nothing is re-sent: the member is skipped before the call) and however
+//! deep the bulkhead or breaker sits in the member's stack, as long as it is polled on the
+//! `Failover`'s own task (not behind a `Buffer`). Only when no member is ready does `Failover`
+//! take such a member after all, in priority order, so the caller gets its rejection at once
+//! instead of waiting.
+//!
+//! # Re-sending failed requests
+//!
+//! With [`resend_failures`](Failover::resend_failures), a request that *failed* on a member — an
+//! error, or a response the member's breaker classified as a failure or throttle (a 5xx, a 429,
+//! a failed half-open probe) — is sent again to the next ready member, within an attempt count
+//! and a retry budget; 4xx-style ([`Ignored`](crate::circuit_breaker::Outcome::Ignored)) results
+//! and streams whose head was already returned are never re-sent. See [`Resend`].
+//!
 //! This is what tower's `Steer` cannot do: `Steer` waits until *every* service is ready, so one
 //! open circuit blocks every request. For users who keep `Steer` with fail-fast breakers,
 //! [`skip_open`] is a `Steer` picker that skips services whose circuit is not admitting.
@@ -103,8 +122,13 @@ use routes::{RoutesInner, NO_ROUTE};
 ///   it). `poll_ready` fails only when no member is left: with the last member's error, or
 ///   with [`NoServices`](error::NoServices) when the list was empty.
 ///
-/// Use default-mode breakers (not `fail_fast`) on the members: a fail-fast breaker is always
-/// ready, so `Failover` would keep choosing it and its calls would fail with `CircuitOpen`.
+/// - A member that is ready only to reject locally (see the [module docs](self)) is passed
+///   over; if no member is ready, such members are polled once more, in order, and the first
+///   one ready is chosen, so the call fails at once with its rejection.
+///
+/// Default-mode breakers suit members best: an open circuit is `Pending`, and the task is woken
+/// when it admits again. A fail-fast breaker's open circuit is passed over the same way, but
+/// registers no wake-up.
 ///
 /// Readiness is reserved on at most the chosen member per `poll_ready`; if a later `poll_ready`
 /// chooses a higher-priority member, whatever the earlier choice reserved (a half-open probe
