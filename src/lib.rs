@@ -16,6 +16,8 @@
 //! - [`keyed`]: one breaker per key taken from the request (provider, host, operation), with a
 //!   bounded number of keys.
 //! - [`health`]: an aggregate health report over named circuits, for a `/health` endpoint.
+//! - [`retry`]: a `tower::retry::Policy` for outside the breaker: never retries into an open
+//!   circuit before its `retry_after`, honours server back-off hints, spends a retry budget.
 //!
 //! # Example
 //!
@@ -69,6 +71,7 @@ pub mod health;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod keyed;
+pub mod retry;
 
 /// A configuration value out of range; [`ConfigError::field`] names the builder method.
 pub use circuit_breaker::error::ConfigError;
