@@ -132,6 +132,36 @@ mod closed_single_thread {
     }
 }
 
+/// `Failover` over three members (each breaker + bulkhead over the bare service), the primary
+/// healthy, against calling the primary's stack directly: what routing costs when nothing is
+/// wrong. With `resend_failures`, each call also keeps a copy of its request and clones of the
+/// later members, so it can go on to them.
+mod failover {
+    use super::*;
+    use tower_breaker::failover::{Failover, Resend};
+
+    fn member() -> impl Service<u64, Response = u64, Error = tower_breaker::BoxError> + Clone {
+        breaker_default_layer().layer(bulkhead_layer().layer(bare()))
+    }
+
+    #[divan::bench]
+    fn a_primary_stack_direct(b: Bencher<'_, '_>) {
+        bench_service(b, member());
+    }
+
+    #[divan::bench]
+    fn three_members(b: Bencher<'_, '_>) {
+        bench_service(b, Failover::new([member(), member(), member()]));
+    }
+
+    #[divan::bench]
+    fn three_members_resend_failures(b: Bencher<'_, '_>) {
+        let failover =
+            Failover::new([member(), member(), member()]).resend_failures(Resend::cloned());
+        bench_service(b, failover);
+    }
+}
+
 /// Fail-fast mode with the circuit forced open: `poll_ready` is ready and `call` returns a
 /// `CircuitOpen` error (boxed into `BoxError`: one allocation, the only one a rejection makes).
 mod open_fail_fast {

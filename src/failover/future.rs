@@ -9,9 +9,9 @@ use pin_project_lite::pin_project;
 
 use tower_service::Service;
 
-use super::resend::{Rebuild, Resend};
+use super::resend::{Later, Rebuild, Resend};
 use super::routes::{Routes, ServedBy};
-use super::scope::{Capture, Readiness};
+use super::scope::Capture;
 use crate::bulkhead::error::{BulkheadFull, BulkheadTimeout};
 use crate::circuit_breaker::error::CircuitOpen;
 use crate::circuit_breaker::Outcome;
@@ -102,8 +102,7 @@ pin_project! {
     pub struct ResendFuture<S, Fut, Req, F> {
         #[pin]
         call: Fut,
-        // The members after the one called, with their indexes, in priority order.
-        later: Vec<(usize, S)>,
+        later: Later<S>,
         spare: Option<Req>,
         resend: Resend<F>,
         routes: Routes,
@@ -114,7 +113,7 @@ pin_project! {
 impl<S, Fut, Req, F> ResendFuture<S, Fut, Req, F> {
     pub(super) fn new(
         call: Fut,
-        later: Vec<(usize, S)>,
+        later: Later<S>,
         spare: Option<Req>,
         resend: Resend<F>,
         routes: Routes,
@@ -159,7 +158,7 @@ fn is_local_rejection(error: &BoxError) -> bool {
 
 impl<S, Fut, Req, F, T, E> Future for ResendFuture<S, Fut, Req, F>
 where
-    S: Service<Req, Future = Fut>,
+    S: Service<Req, Future = Fut> + Clone,
     S::Error: Into<BoxError>,
     Fut: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
@@ -182,14 +181,15 @@ where
             let Some(spare) = this.spare.as_ref() else {
                 return Poll::Ready(result);
             };
-            let Some((index, mut member)) = next_ready(this.later, cx) else {
+            let Some((index, mut member)) = this.later.next_ready(cx) else {
                 return Poll::Ready(result);
             };
             if verdict == Verdict::ResendFailed && !this.resend.budget.withdraw() {
                 return Poll::Ready(result);
             }
             // The last attempt may use the spare itself.
-            let request = if *this.attempts + 1 >= this.resend.attempts || this.later.is_empty() {
+            let last = *this.attempts + 1 >= this.resend.attempts || this.later.remaining() == 0;
+            let request = if last {
                 this.spare.take()
             } else {
                 this.resend.rebuild.rebuild(spare)
@@ -210,26 +210,11 @@ where
     }
 }
 
-/// Takes the first of `later` that is ready now (dropping those before it, which were not);
-/// members that would only reject the call locally count as not ready.
-fn next_ready<S, Req>(later: &mut Vec<(usize, S)>, cx: &mut Context<'_>) -> Option<(usize, S)>
-where
-    S: Service<Req>,
-{
-    let position = later.iter_mut().position(|(_, member)| {
-        let _scope = Readiness::enter();
-        matches!(member.poll_ready(cx), Poll::Ready(Ok(())))
-    })?;
-    let chosen = later.remove(position);
-    later.drain(..position);
-    Some(chosen)
-}
-
 impl<S, Fut, Req, F> fmt::Debug for ResendFuture<S, Fut, Req, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResendFuture")
             .field("attempts", &self.attempts)
-            .field("later", &self.later.len())
+            .field("later", &self.later.remaining())
             .finish_non_exhaustive()
     }
 }

@@ -147,6 +147,9 @@ pub struct Failover<S, R = NoResend> {
     ready: Option<usize>,
     routes: Routes,
     resend: R,
+    /// Untouched clones of the members, shared by clones of this failover, for re-sends to
+    /// start from (made at the first call that may re-send).
+    spares: Option<Arc<[S]>>,
 }
 
 pub(crate) struct Member<S> {
@@ -194,6 +197,7 @@ impl<S> Failover<S> {
                 }),
             },
             resend: NoResend,
+            spares: None,
         }
     }
 
@@ -205,6 +209,7 @@ impl<S> Failover<S> {
             ready: self.ready,
             routes: self.routes,
             resend,
+            spares: None,
         }
     }
 }
@@ -264,6 +269,7 @@ impl<S, R> Failover<S, R> {
             ready: None,
             routes: self.routes,
             resend: self.resend,
+            spares: None,
         }
     }
 
@@ -278,7 +284,7 @@ impl<S, R> Failover<S, R> {
     {
         self.ready = None;
         let mut last_error = None;
-        let mut deferred = Deferred::default();
+        let mut deferred = MemberSet::default();
         for index in 0..self.members.len() {
             if self.members[index].retired {
                 continue;
@@ -346,23 +352,24 @@ impl<S, R> Failover<S, R> {
     }
 }
 
-/// The members that deferred a local rejection during one `poll_ready`: a bit each for the
-/// first 128, and one for all the rest (so no allocation, whatever the number of members).
-#[derive(Default)]
-struct Deferred {
+/// A set of member indexes (those that deferred a rejection in one `poll_ready`, those retired
+/// when a call was made): a bit each for the first 128, and one for all the rest, so no
+/// allocation whatever the number of members.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct MemberSet {
     first: u128,
     any_beyond: bool,
 }
 
-impl Deferred {
-    fn insert(&mut self, index: usize) {
+impl MemberSet {
+    pub(crate) fn insert(&mut self, index: usize) {
         match u32::try_from(index).ok().and_then(|i| 1u128.checked_shl(i)) {
             Some(bit) => self.first |= bit,
             None => self.any_beyond = true,
         }
     }
 
-    fn contains(&self, index: usize) -> bool {
+    pub(crate) fn contains(&self, index: usize) -> bool {
         match u32::try_from(index).ok().and_then(|i| 1u128.checked_shl(i)) {
             Some(bit) => self.first & bit != 0,
             None => self.any_beyond,
@@ -408,6 +415,7 @@ impl<S: Clone, R: Clone> Clone for Failover<S, R> {
             ready: None,
             routes: self.routes.clone(),
             resend: self.resend.clone(),
+            spares: self.spares.clone(),
         }
     }
 }

@@ -9,7 +9,8 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tower_service::Service;
 
 use super::future::ResendFuture;
-use super::Failover;
+use super::scope::Readiness;
+use super::{Failover, MemberSet};
 use crate::BoxError;
 
 /// A [`Failover`] that sends each request once, to one member: the default.
@@ -73,8 +74,9 @@ where
 /// completes (the outermost breaker's, if several); a member behind a task boundary (a
 /// `Buffer`) is judged by its result alone.
 ///
-/// Each call keeps a copy of its request and clones of the members after the one it went to,
-/// so that it can go on to them: one allocation per call, and a clone per later member.
+/// Each call keeps a copy of its request (and a reference to untouched clones of the members,
+/// shared by every call), so that it can go on to the next member; a member is cloned only
+/// when a request is re-sent to it.
 ///
 /// ```
 /// use tower::{service_fn, Service, ServiceExt};
@@ -171,22 +173,66 @@ where
         let spare = (self.resend.attempts > 1)
             .then(|| self.resend.rebuild.rebuild(&request))
             .flatten();
-        let later = match spare {
-            Some(_) => self.members[index + 1..]
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| !m.retired)
-                .map(|(offset, m)| (index + 1 + offset, m.service.clone()))
-                .collect(),
-            None => Vec::new(),
-        };
+        let spares = self
+            .spares
+            .get_or_insert_with(|| self.members.iter().map(|m| m.service.clone()).collect())
+            .clone();
+        let mut retired = MemberSet::default();
+        for (i, member) in self.members.iter().enumerate() {
+            if member.retired {
+                retired.insert(i);
+            }
+        }
         let future = self.members[index].service.call(request);
         ResendFuture::new(
             future,
-            later,
+            Later {
+                spares,
+                next: index + 1,
+                retired,
+            },
             spare,
             self.resend.clone(),
             self.routes.clone(),
         )
+    }
+}
+
+/// The members a call may still go on to: those after `next` (in priority order) that were in
+/// service when it was made, each cloned from an untouched spare when its turn comes — so a
+/// call that needs no re-send clones nothing.
+pub(crate) struct Later<S> {
+    spares: Arc<[S]>,
+    next: usize,
+    retired: MemberSet,
+}
+
+impl<S> Later<S> {
+    /// The first of the later members that is ready now, with its index; the ones before it
+    /// are passed over for good. A member that is ready only to reject locally is not ready.
+    pub(crate) fn next_ready<Req>(&mut self, cx: &mut Context<'_>) -> Option<(usize, S)>
+    where
+        S: Service<Req> + Clone,
+    {
+        while self.next < self.spares.len() {
+            let index = self.next;
+            self.next += 1;
+            if self.retired.contains(index) {
+                continue;
+            }
+            let mut member = self.spares[index].clone();
+            let ready = {
+                let _scope = Readiness::enter();
+                matches!(member.poll_ready(cx), Poll::Ready(Ok(())))
+            };
+            if ready {
+                return Some((index, member));
+            }
+        }
+        None
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.spares.len().saturating_sub(self.next)
     }
 }

@@ -15,14 +15,17 @@ use std::cell::Cell;
 
 use crate::circuit_breaker::Outcome;
 
+// One word of flags, so that entering and leaving a scope is one thread-local access each.
+/// A `Failover` is polling a member's readiness and would rather see `Pending` than a member
+/// that is ready only to reject.
+const DEFER: u8 = 1;
+/// A member deferred a rejection during the current readiness poll.
+const DEFERRED: u8 = 2;
+/// A `Failover` is polling a member's response future and wants its verdict.
+const CAPTURE: u8 = 4;
+
 thread_local! {
-    /// Whether a `Failover` is polling a member's readiness and would rather see `Pending` than
-    /// a ready-to-reject member.
-    static DEFER: Cell<bool> = const { Cell::new(false) };
-    /// Whether a member deferred a rejection during the current readiness poll.
-    static DEFERRED: Cell<bool> = const { Cell::new(false) };
-    /// Whether a `Failover` is polling a member's response future and wants its verdict.
-    static CAPTURE: Cell<bool> = const { Cell::new(false) };
+    static FLAGS: Cell<u8> = const { Cell::new(0) };
     /// The verdict recorded while capturing: the last one, which is the outermost breaker's.
     static OUTCOME: Cell<Option<Outcome>> = const { Cell::new(None) };
 }
@@ -32,49 +35,50 @@ thread_local! {
 /// no rejection and arranging no wake-up — the `Failover` promises to poll it again outside
 /// the scope, in the same `poll_ready`, before it could wait on it.
 pub(crate) fn defer_rejection() -> bool {
-    let defer = DEFER.with(Cell::get);
-    if defer {
-        DEFERRED.with(|d| d.set(true));
-    }
-    defer
+    FLAGS.with(|flags| {
+        let f = flags.get();
+        if f & DEFER != 0 {
+            flags.set(f | DEFERRED);
+        }
+        f & DEFER != 0
+    })
 }
 
 /// Whether a readiness scope is open on this thread (a `Failover` inside another's member).
 pub(crate) fn deferring() -> bool {
-    DEFER.with(Cell::get)
+    FLAGS.with(Cell::get) & DEFER != 0
 }
 
 /// A `Failover`'s readiness poll of one member: local rejections are deferred while it lives.
 pub(crate) struct Readiness {
-    outer: (bool, bool),
+    outer: u8,
 }
 
 impl Readiness {
+    #[inline]
     pub(crate) fn enter() -> Self {
-        let outer = (
-            DEFER.with(|d| d.replace(true)),
-            DEFERRED.with(|d| d.replace(false)),
-        );
+        let outer = FLAGS.with(|f| f.replace((f.get() & CAPTURE) | DEFER));
         Readiness { outer }
     }
 
     /// Whether a member deferred a rejection since [`enter`](Self::enter).
+    #[inline]
     pub(crate) fn deferred(&self) -> bool {
-        DEFERRED.with(Cell::get)
+        FLAGS.with(Cell::get) & DEFERRED != 0
     }
 }
 
 impl Drop for Readiness {
+    #[inline]
     fn drop(&mut self) {
-        DEFER.with(|d| d.set(self.outer.0));
-        DEFERRED.with(|d| d.set(self.outer.1));
+        FLAGS.with(|f| f.set((self.outer & !CAPTURE) | (f.get() & CAPTURE)));
     }
 }
 
 /// Called by a breaker's recorder for every outcome it records.
 #[inline]
 pub(crate) fn note_outcome(outcome: Outcome) {
-    if CAPTURE.with(Cell::get) {
+    if FLAGS.with(Cell::get) & CAPTURE != 0 {
         OUTCOME.with(|o| o.set(Some(outcome)));
     }
 }
@@ -87,11 +91,14 @@ pub(crate) struct Capture {
 
 impl Capture {
     pub(crate) fn enter() -> Self {
-        let outer = (
-            CAPTURE.with(|c| c.replace(true)),
-            OUTCOME.with(|o| o.take()),
-        );
-        Capture { outer }
+        let was = FLAGS.with(|f| {
+            let was = f.get();
+            f.set(was | CAPTURE);
+            was & CAPTURE != 0
+        });
+        Capture {
+            outer: (was, OUTCOME.with(Cell::take)),
+        }
     }
 
     /// The last outcome recorded since [`enter`](Self::enter).
@@ -102,7 +109,14 @@ impl Capture {
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        CAPTURE.with(|c| c.set(self.outer.0));
+        let was = self.outer.0;
+        FLAGS.with(|f| {
+            f.set(if was {
+                f.get() | CAPTURE
+            } else {
+                f.get() & !CAPTURE
+            })
+        });
         OUTCOME.with(|o| o.set(self.outer.1));
     }
 }
@@ -151,5 +165,26 @@ mod tests {
             None,
             "not captured outside a scope"
         );
+    }
+
+    #[test]
+    fn the_two_scopes_do_not_disturb_each_other() {
+        let capture = Capture::enter();
+        {
+            let readiness = Readiness::enter();
+            note_outcome(Outcome::Ignored);
+            assert!(defer_rejection() && readiness.deferred());
+        }
+        assert!(!deferring());
+        note_outcome(Outcome::Success);
+        assert_eq!(capture.outcome(), Some(Outcome::Success));
+        let readiness = Readiness::enter();
+        drop(capture);
+        assert!(
+            deferring(),
+            "a capture ending inside a readiness poll keeps it"
+        );
+        drop(readiness);
+        assert!(!deferring());
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Response, StatusCode};
 
-use super::retry_after;
+use super::{rate_limit, retry_after};
 use crate::circuit_breaker::{Classify, DefaultClassifier, Outcome};
 
 /// A set of HTTP status codes (100..=999), stored as a fixed bit set: `Copy`, no allocation.
@@ -69,11 +69,12 @@ type Custom = Arc<dyn Fn(StatusCode, &HeaderMap) -> Option<Outcome> + Send + Syn
 ///
 /// | response | outcome |
 /// | --- | --- |
-/// | a [throttle status](HttpClassifier::throttle_statuses) (429, 503) with a back-off hint ([`retry_after::parse`]) | [`Throttled { retry_after: Some(hint) }`](Outcome::Throttled): opens the circuit for the hint, counts no failure |
+/// | a [throttle status](HttpClassifier::throttle_statuses) (429, 503) with a back-off hint ([`retry_after::parse`], else the reset of an exhausted rate limit, [`rate_limit::parse`]) | [`Throttled { retry_after: Some(hint) }`](Outcome::Throttled): opens the circuit for the hint, counts no failure |
 /// | a [failure status](HttpClassifier::failure_statuses) (500..=599) | [`Failure`](Outcome::Failure) |
 /// | a throttle status without a hint (429) | [`Throttled { retry_after: None }`](Outcome::Throttled), which counts as a failure |
 /// | any other 4xx | [`client_errors`](HttpClassifier::client_errors), default [`Ignored`](Outcome::Ignored): the server answered, the request was wrong |
-/// | 1xx, 2xx, 3xx | [`Success`](Outcome::Success) |
+/// | 1xx, 2xx, 3xx whose [rate-limit headers](HttpClassifier::rate_limit_headers) report a limit used up until a later reset ([`rate_limit::parse`]) | [`Throttled { retry_after: Some(reset) }`](Outcome::Throttled): the circuit opens until the reset, before the provider answers 429 |
+/// | other 1xx, 2xx, 3xx | [`Success`](Outcome::Success) |
 /// | `Err(_)` | [`DefaultClassifier`]: [`Failure`](Outcome::Failure), but this crate's bulkhead rejections are [`Ignored`](Outcome::Ignored) |
 ///
 /// A closure given to [`with`](HttpClassifier::with) runs first and may decide any response.
@@ -108,12 +109,24 @@ type Custom = Arc<dyn Fn(StatusCode, &HeaderMap) -> Option<Outcome> + Send + Syn
 ///     Outcome::Throttled { retry_after: Some(Duration::from_secs(2)) }
 /// );
 /// assert_eq!(classify(&res(429, None)), Outcome::Throttled { retry_after: None });
+///
+/// // A 200 that used up the last request of the window: the circuit opens until the reset.
+/// let exhausted = Response::builder()
+///     .header("x-ratelimit-remaining-requests", "0")
+///     .header("x-ratelimit-reset-requests", "1s")
+///     .body(())
+///     .unwrap();
+/// assert_eq!(
+///     classify(&exhausted),
+///     Outcome::Throttled { retry_after: Some(Duration::from_secs(1)) }
+/// );
 /// ```
 #[derive(Clone)]
 pub struct HttpClassifier {
     failures: StatusSet,
     throttles: StatusSet,
     client_errors: Outcome,
+    rate_limits: bool,
     custom: Option<Custom>,
 }
 
@@ -124,6 +137,7 @@ impl HttpClassifier {
             failures: (500..=599u16).collect(),
             throttles: [429u16, 503].into_iter().collect(),
             client_errors: Outcome::Ignored,
+            rate_limits: true,
             custom: None,
         }
     }
@@ -149,6 +163,17 @@ impl HttpClassifier {
         self
     }
 
+    /// Whether LLM providers' rate-limit headers count (default `true`): a response that reports
+    /// a limit used up (`x-ratelimit-remaining-requests: 0` with `x-ratelimit-reset-requests`,
+    /// Anthropic's `anthropic-ratelimit-*-remaining: 0` with its `-reset`) is
+    /// [`Throttled`](Outcome::Throttled) until the reset, and a throttle status without a
+    /// `Retry-After`-style hint takes the reset as its hint. See [`rate_limit`] for the headers
+    /// and formats. `false` judges by status and `Retry-After` alone.
+    pub fn rate_limit_headers(mut self, on: bool) -> Self {
+        self.rate_limits = on;
+        self
+    }
+
     /// Runs `f` first on every response; `Some(outcome)` decides, `None` falls through to the
     /// status sets.
     pub fn with<F>(mut self, f: F) -> Self
@@ -169,7 +194,9 @@ impl HttpClassifier {
         let code = status.as_u16();
         let throttle = self.throttles.contains(code);
         if throttle {
-            if let Some(hint) = retry_after::parse(headers) {
+            if let Some(hint) =
+                retry_after::parse(headers).or_else(|| self.rate_limit_reset(headers))
+            {
                 return Outcome::Throttled {
                     retry_after: Some(hint),
                 };
@@ -184,8 +211,22 @@ impl HttpClassifier {
         } else if status.is_server_error() {
             // A 5xx someone took out of the failure set: it still says nothing good.
             Outcome::Ignored
+        } else if let Some(reset) = self.rate_limit_reset(headers) {
+            // The call worked, but the next one would be refused: waiting out the reset here
+            // spares the provider a request and the caller a 429 (or sends it to a fallback).
+            Outcome::Throttled {
+                retry_after: Some(reset),
+            }
         } else {
             Outcome::Success
+        }
+    }
+
+    fn rate_limit_reset(&self, headers: &HeaderMap) -> Option<std::time::Duration> {
+        if self.rate_limits {
+            rate_limit::parse(headers)
+        } else {
+            None
         }
     }
 }
@@ -202,6 +243,7 @@ impl fmt::Debug for HttpClassifier {
             .field("failures", &self.failures)
             .field("throttles", &self.throttles)
             .field("client_errors", &self.client_errors)
+            .field("rate_limit_headers", &self.rate_limits)
             .field("custom", &self.custom.as_ref().map(|_| "Fn(..)"))
             .finish()
     }
@@ -296,6 +338,182 @@ mod tests {
         assert_eq!(ok(&c, &res(418, &[])), Outcome::Failure);
         assert_eq!(ok(&c, &res(200, &[("x-fatal", "1")])), Outcome::Failure);
         assert!(format!("{c:?}").contains("502"));
+    }
+
+    const OPENAI_EXHAUSTED: [(&str, &str); 2] = [
+        ("x-ratelimit-remaining-requests", "0"),
+        ("x-ratelimit-reset-requests", "1s"),
+    ];
+
+    fn throttled(d: Duration) -> Outcome {
+        Outcome::Throttled {
+            retry_after: Some(d),
+        }
+    }
+
+    fn anthropic_reset_in(d: Duration) -> String {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            + d;
+        let at = chrono::DateTime::from_timestamp(at.as_secs() as i64, 0).unwrap();
+        format!("{}T{}Z", at.date_naive(), at.time())
+    }
+
+    #[test]
+    fn an_exhausted_rate_limit_throttles_a_success() {
+        let c = HttpClassifier::new();
+        let one = Duration::from_secs(1);
+        for s in [200, 201, 204, 304] {
+            assert_eq!(ok(&c, &res(s, &OPENAI_EXHAUSTED)), throttled(one), "{s}");
+        }
+        // The longest of several exhausted limits.
+        let both = [
+            OPENAI_EXHAUSTED[0],
+            OPENAI_EXHAUSTED[1],
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ];
+        assert_eq!(
+            ok(&c, &res(200, &both)),
+            throttled(Duration::from_secs(360))
+        );
+        // Something left, no reset (Azure), a zero reset, garbage: a plain success.
+        for headers in [
+            &[
+                ("x-ratelimit-remaining-requests", "7"),
+                ("x-ratelimit-reset-requests", "1s"),
+            ][..],
+            &[("x-ratelimit-remaining-requests", "0")],
+            &[
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "0s"),
+            ],
+            &[
+                ("x-ratelimit-remaining-requests", "zero"),
+                ("x-ratelimit-reset-requests", "1s"),
+            ],
+            &[
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "1 second"),
+            ],
+            &[
+                ("anthropic-ratelimit-requests-remaining", "0"),
+                ("anthropic-ratelimit-requests-reset", "2000-01-01T00:00:00Z"),
+            ],
+            &[
+                ("anthropic-ratelimit-requests-remaining", "0"),
+                ("anthropic-ratelimit-requests-reset", "tomorrow"),
+            ],
+        ] {
+            assert_eq!(ok(&c, &res(200, headers)), Outcome::Success, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn anthropic_resets_are_timestamps() {
+        let c = HttpClassifier::new();
+        let reset = anthropic_reset_in(Duration::from_secs(60));
+        let r = res(
+            200,
+            &[
+                ("anthropic-ratelimit-tokens-remaining", "0"),
+                ("anthropic-ratelimit-tokens-reset", &reset),
+            ],
+        );
+        match ok(&c, &r) {
+            Outcome::Throttled {
+                retry_after: Some(d),
+            } => assert!(
+                d > Duration::from_secs(58) && d <= Duration::from_secs(60),
+                "{d:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Far in the future: clamped like any back-off hint.
+        let r = res(
+            200,
+            &[
+                ("anthropic-ratelimit-output-tokens-remaining", "0"),
+                (
+                    "anthropic-ratelimit-output-tokens-reset",
+                    "2999-01-01T00:00:00+01:00",
+                ),
+            ],
+        );
+        assert_eq!(ok(&c, &r), throttled(retry_after::MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn a_throttle_status_without_a_hint_takes_the_reset() {
+        let c = HttpClassifier::new();
+        let one = Duration::from_secs(1);
+        assert_eq!(ok(&c, &res(429, &OPENAI_EXHAUSTED)), throttled(one));
+        assert_eq!(ok(&c, &res(503, &OPENAI_EXHAUSTED)), throttled(one));
+        // A Retry-After-style hint is the server's own word for this response: it wins.
+        let with_hint = [
+            OPENAI_EXHAUSTED[0],
+            OPENAI_EXHAUSTED[1],
+            ("retry-after-ms", "250"),
+        ];
+        assert_eq!(
+            ok(&c, &res(429, &with_hint)),
+            throttled(Duration::from_millis(250))
+        );
+        // A throttle status whose limit is not exhausted still has no hint.
+        let left = [
+            ("x-ratelimit-remaining-requests", "3"),
+            ("x-ratelimit-reset-requests", "1s"),
+        ];
+        assert_eq!(
+            ok(&c, &res(429, &left)),
+            Outcome::Throttled { retry_after: None }
+        );
+        assert_eq!(ok(&c, &res(503, &left)), Outcome::Failure);
+    }
+
+    #[test]
+    fn failures_and_client_errors_are_unchanged_by_rate_limits() {
+        let c = HttpClassifier::new();
+        for s in [500, 502, 504] {
+            assert_eq!(ok(&c, &res(s, &OPENAI_EXHAUSTED)), Outcome::Failure, "{s}");
+        }
+        for s in [400, 401, 404, 422] {
+            assert_eq!(ok(&c, &res(s, &OPENAI_EXHAUSTED)), Outcome::Ignored, "{s}");
+        }
+        let c = c.client_errors(Outcome::Success);
+        assert_eq!(ok(&c, &res(404, &OPENAI_EXHAUSTED)), Outcome::Success);
+        // A 5xx taken out of the failure set stays ignored.
+        let c = HttpClassifier::new().failure_statuses([502]);
+        assert_eq!(ok(&c, &res(500, &OPENAI_EXHAUSTED)), Outcome::Ignored);
+    }
+
+    #[test]
+    fn rate_limit_headers_can_be_turned_off() {
+        let c = HttpClassifier::new().rate_limit_headers(false);
+        assert_eq!(ok(&c, &res(200, &OPENAI_EXHAUSTED)), Outcome::Success);
+        assert_eq!(
+            ok(&c, &res(429, &OPENAI_EXHAUSTED)),
+            Outcome::Throttled { retry_after: None }
+        );
+        assert_eq!(ok(&c, &res(503, &OPENAI_EXHAUSTED)), Outcome::Failure);
+        assert!(format!("{c:?}").contains("rate_limit_headers: false"));
+        let c = c.rate_limit_headers(true);
+        assert_eq!(
+            ok(&c, &res(200, &OPENAI_EXHAUSTED)),
+            throttled(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn the_custom_closure_still_decides_first() {
+        let c =
+            HttpClassifier::new().with(|status, _| status.is_success().then_some(Outcome::Success));
+        assert_eq!(ok(&c, &res(200, &OPENAI_EXHAUSTED)), Outcome::Success);
+        assert_eq!(
+            ok(&c, &res(429, &OPENAI_EXHAUSTED)),
+            throttled(Duration::from_secs(1))
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!   hint, no failure counted), other 4xx are ignored. Configurable.
 //! - [`retry_after`]: one total parser for `Retry-After` (seconds, fractional seconds,
 //!   HTTP-date), `retry-after-ms`, `x-ms-retry-after-ms` and `grpc-retry-pushback-ms`.
+//! - [`rate_limit`]: LLM providers' rate-limit headers (OpenAI, Azure OpenAI, Anthropic): the
+//!   time until an exhausted limit resets.
 //! - [`EndOfStream`] / [`OutcomeBody`]: a
 //!   [`ClassifyResponse`](crate::circuit_breaker::ClassifyResponse) that defers a good-looking
 //!   response's verdict to its body: a streamed body's events ([`StreamEvents`]: SSE
@@ -38,6 +40,20 @@
 //!     .unwrap();
 //! # let _ = (by_status, by_body);
 //! ```
+//!
+//! # Rate-limit headers
+//!
+//! LLM providers say on every response how much of each rate limit is left, and when it
+//! resets (OpenAI and Azure OpenAI: `x-ratelimit-remaining-requests: 0` with
+//! `x-ratelimit-reset-requests: 1s`; Anthropic: `anthropic-ratelimit-requests-remaining: 0` with
+//! an RFC 3339 `anthropic-ratelimit-requests-reset`, and the same for tokens). When a limit is
+//! used up, [`HttpClassifier`] classifies even a `200` as
+//! [`Throttled`](crate::circuit_breaker::Outcome::Throttled) until its reset (the longest, if
+//! several are): the circuit opens without counting a failure, so the next call goes to a
+//! fallback, or waits, instead of drawing a 429. A 429 or 503 without a `Retry-After`-style hint
+//! takes the reset as its hint. [`rate_limit_headers(false)`](HttpClassifier::rate_limit_headers)
+//! turns this off; [`rate_limit`] has the parsers. With [`EndOfStream`], whose head is an
+//! `HttpClassifier`, such a response is decided from its head, and its body is not scanned.
 //!
 //! # Streaming (SSE)
 //!
@@ -176,6 +192,7 @@ mod end_of_stream;
 pub mod error;
 mod events;
 mod idle;
+pub mod rate_limit;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 pub mod retry_after;
