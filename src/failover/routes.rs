@@ -51,7 +51,9 @@ impl Routes {
         self.inner.names.get(index).map(|n| &**n)
     }
 
-    /// How many calls each member has served, in priority order.
+    /// How many calls each member has been sent, in priority order. A request re-sent by
+    /// [`resend_failures`](super::Failover::resend_failures) counts once for each member it
+    /// went to, so the sum less the number of requests is the number of re-sends.
     pub fn served(&self) -> Vec<u64> {
         self.inner
             .served
