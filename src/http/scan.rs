@@ -39,6 +39,8 @@ struct Draft {
     name: [u8; NAME_CAP],
     name_len: usize,
     name_too_long: bool,
+    /// The event type is one of the error events (decided once, at its `event:` line).
+    error_event: bool,
     data: Vec<u8>,
     data_truncated: bool,
     data_lines: u32,
@@ -54,6 +56,7 @@ impl Draft {
             name: [0; NAME_CAP],
             name_len: 0,
             name_too_long: false,
+            error_event: false,
             data: Vec::new(),
             data_truncated: false,
             data_lines: 0,
@@ -70,6 +73,7 @@ impl Draft {
     fn clear(&mut self) {
         self.name_len = 0;
         self.name_too_long = false;
+        self.error_event = false;
         self.data.clear();
         self.data_truncated = false;
         self.data_lines = 0;
@@ -109,7 +113,13 @@ impl Scanner {
                 chunk = rest;
             }
         }
-        while let Some(end) = memchr::memchr2(b'\n', b'\r', chunk) {
+        // An event's closing blank line starts the chunk right after the line before it: no
+        // search needed to find it.
+        let line_end = |chunk: &[u8]| match chunk.first() {
+            Some(b'\n' | b'\r') => Some(0),
+            _ => memchr::memchr2(b'\n', b'\r', chunk),
+        };
+        while let Some(end) = line_end(chunk) {
             let outcome = if self.carry_len > 0 {
                 self.push_carry(&chunk[..end]);
                 let line = std::mem::take(&mut self.carry);
@@ -156,6 +166,11 @@ impl Scanner {
         if line.is_empty() {
             return self.dispatch();
         }
+        // Nearly every line of a stream is data: skip the general field split for it.
+        if let Some(value) = line.strip_prefix(b"data:") {
+            self.data_line(value.strip_prefix(b" ").unwrap_or(value), truncated);
+            return None;
+        }
         let (field, value) = match memchr::memchr(b':', line) {
             Some(0) => return None, // a comment
             Some(colon) => {
@@ -170,6 +185,8 @@ impl Scanner {
                 event.name_too_long = truncated || value.len() > NAME_CAP;
                 event.name_len = if event.name_too_long { 0 } else { value.len() };
                 event.name[..event.name_len].copy_from_slice(&value[..event.name_len]);
+                event.error_event = event.name_len > 0
+                    && self.rules.error_events.iter().any(|e| **e == *event.name());
             }
             b"data" => self.data_line(value, truncated),
             _ => {}
@@ -187,9 +204,7 @@ impl Scanner {
         } else {
             event.done_data = false;
         }
-        let keep = rules.custom.is_some()
-            || event.error_data
-            || rules.error_events.iter().any(|e| **e == *event.name());
+        let keep = rules.custom.is_some() || event.error_data || event.error_event;
         if !keep {
             return;
         }
