@@ -489,3 +489,69 @@ fn breakers_bulkheads_and_failovers_report_their_inner_load() {
         "the first member, which has the call in flight"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_bulkhead_wait_moves_on_and_rejects_nothing_while_another_member_serves() {
+    use tokio_test::{assert_pending, assert_ready_ok};
+
+    // The primary's one slot is held; a caller may queue for 1 s. The secondary's circuit is
+    // open (default mode: pending) until it is closed by hand, at the moment the wait expires.
+    let bulkhead = BulkheadLayer::builder()
+        .name("primary")
+        .max_concurrent(1)
+        .max_queue(1)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let slots = bulkhead.handle();
+    let primary: Member<Prompt> =
+        Member::new(bulkhead.layer(provider("primary", counter(), |_| false, prompt_text)));
+    let mut holder = primary.clone();
+    let hold = {
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(holder.poll_ready(&mut cx).is_ready());
+        holder // keeps the slot while it lives (ready, never called)
+    };
+    let breaker = CircuitBreakerLayer::builder()
+        .name("secondary")
+        .build()
+        .unwrap();
+    let secondary_circuit = breaker.handle();
+    secondary_circuit.force_open();
+    let secondary: Member<Prompt> =
+        Member::new(breaker.layer(provider("secondary", counter(), |_| false, prompt_text)));
+    let mut failover = Failover::new([primary, secondary]);
+    let mut task = tokio_test::task::spawn(());
+
+    assert_pending!(task.enter(|cx, _| failover.poll_ready(cx)));
+    assert_eq!(slots.stats().queued, 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    secondary_circuit.force_closed();
+    assert!(task.is_woken());
+    // The wait expired: the primary counts as not ready, and the secondary, ready again, serves.
+    assert_ready_ok!(task.enter(|cx, _| failover.poll_ready(cx)));
+    let answer = failover.call(Prompt("a")).await.unwrap();
+    assert_eq!(answer, "secondary: a");
+    assert_eq!(slots.stats().timed_out, 0, "no caller was rejected");
+    assert_eq!(slots.stats().queued, 0);
+
+    // Still no slot: the secondary again. Then the slot frees and the primary is back.
+    let answer = failover
+        .ready()
+        .await
+        .unwrap()
+        .call(Prompt("b"))
+        .await
+        .unwrap();
+    assert_eq!(answer, "secondary: b");
+    drop(hold);
+    let answer = failover
+        .ready()
+        .await
+        .unwrap()
+        .call(Prompt("c"))
+        .await
+        .unwrap();
+    assert_eq!(answer, "primary: c");
+}
