@@ -1,7 +1,7 @@
 //! Model-based test of the circuit breaker: random sequences of calls (success, failure,
 //! ignored, slow, throttled with and without a hint, panic, dropped, held across transitions),
 //! time advances and manual operations run against the real breaker on tokio's paused clock and
-//! against a small sequential model written from DESIGN.md section 4. State, admissions and
+//! against a small sequential model written from docs/semantics.md. State, admissions and
 //! stats must agree after every step.
 
 use std::collections::VecDeque;
@@ -461,7 +461,7 @@ async fn run(ops: Vec<Op>) {
                 if let Some((tx, task, ticket, started)) = held.take() {
                     tx.send(*ok).unwrap();
                     let _ = task.await.unwrap();
-                    let slow = model.now - started >= SLOW;
+                    let slow = model.now - started > SLOW;
                     let v = if *ok {
                         Verdict::Success { slow }
                     } else {

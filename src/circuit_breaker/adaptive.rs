@@ -1,5 +1,5 @@
 //! Adaptive thresholds: the consecutive-failure threshold and the open duration follow the
-//! request rate (the seed's `AdaptiveCircuitBreaker`), with fixed memory.
+//! request rate, with fixed memory.
 
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 ///
 /// The rate is the number of calls recorded over the last minute, measured in six 10-second
 /// buckets (so it trails by at most 10 s, and memory is fixed — no list of timestamps). The row
-/// in force is the one with the highest `rate_per_minute` that the rate is strictly above (as
-/// in the seed: `rate > 100`), or the floor given to [`new`](AdaptiveThresholds::new).
+/// in force is the one with the highest `rate_per_minute` that the rate is strictly above (a
+/// rate of exactly 100 is not above 100), or the floor given to [`new`](AdaptiveThresholds::new).
 ///
 /// With a table set, it replaces the builder's `consecutive_failures` and `open_duration`; the
 /// row in force is re-evaluated at each recorded call, and a new open duration applies from the
@@ -24,7 +24,7 @@ use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 /// use std::time::Duration;
 /// use tower_breaker::circuit_breaker::{AdaptiveThresholds, CircuitBreakerLayer};
 ///
-/// // The seed's table: over 100/min: 3 failures, 30 s; over 50/min: 5, 45 s; else 10, 60 s.
+/// // A ready-made table: over 100/min: 3 failures, 30 s; over 50/min: 5, 45 s; else 10, 60 s.
 /// let layer = CircuitBreakerLayer::builder()
 ///     .adaptive(AdaptiveThresholds::seed())
 ///     .build()
@@ -83,7 +83,7 @@ impl AdaptiveThresholds {
         self
     }
 
-    /// The seed's table: over 100 calls a minute, 3 failures and 30 s open; over 50, 5 and
+    /// A ready-made table: over 100 calls a minute, 3 failures and 30 s open; over 50, 5 and
     /// 45 s; otherwise 10 and 60 s.
     pub fn seed() -> Self {
         AdaptiveThresholds::new(10, Duration::from_secs(60))
@@ -186,6 +186,15 @@ impl Adaptive {
             .sum()
     }
 
+    /// The `(consecutive_failures, open_duration)` for the rate as of `now`, and that rate:
+    /// what the next recorded call would put in force. Reported by `stats()`, so that the
+    /// figures follow the rate down after traffic stops, when no call re-evaluates the row.
+    pub(crate) fn at(&self, now: Instant) -> (u32, Duration, u64) {
+        let rate = self.rate(now);
+        let (failures, open) = self.table.thresholds_for(rate);
+        (failures, open, rate)
+    }
+
     /// The `(consecutive_failures, open_duration)` in force.
     pub(crate) fn current(&self) -> (u32, Duration) {
         let row = self.table.rows[usize::from(self.row.load(Relaxed))];
@@ -224,5 +233,33 @@ mod tests {
             a.record(origin + Duration::from_secs(60)),
             Some((10, Duration::from_secs(60)))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stats_follow_the_rate_down_after_traffic_stops() {
+        use crate::circuit_breaker::CircuitBreakerLayer;
+        use tower::{service_fn, Service, ServiceExt};
+        use tower_layer::Layer;
+
+        let layer = CircuitBreakerLayer::builder()
+            .adaptive(AdaptiveThresholds::seed())
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let mut svc = layer.layer(service_fn(|_: ()| async { Ok::<_, &str>(()) }));
+        for _ in 0..150 {
+            svc.ready().await.unwrap().call(()).await.unwrap();
+        }
+        let busy = handle.stats();
+        assert_eq!(busy.request_rate, Some(150));
+        assert_eq!(busy.consecutive_failure_threshold, 3);
+        assert_eq!(busy.open_duration, Duration::from_secs(30));
+        // No call for over a minute: the figures are those of a quiet breaker, not the last
+        // busy minute's.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let quiet = handle.stats();
+        assert_eq!(quiet.request_rate, Some(0));
+        assert_eq!(quiet.consecutive_failure_threshold, 10);
+        assert_eq!(quiet.open_duration, Duration::from_secs(60));
     }
 }

@@ -50,8 +50,8 @@ impl Config {
 
 /// Builds a [`CircuitBreakerLayer`]; start with [`CircuitBreakerLayer::builder`].
 ///
-/// Every knob is optional; the defaults are the seed design's card: trip after 5 consecutive
-/// failures, stay open 60 s, admit 3 probes, close after 3 probe successes. Values are checked by
+/// Every knob is optional; by default the circuit trips after 5 consecutive failures, stays
+/// open 60 s, admits 3 probes and closes after 3 probe successes. Values are checked by
 /// [`build`](Builder::build), which names the first bad field in a [`ConfigError`]; no method
 /// panics.
 #[derive(Debug, Clone)]
@@ -112,8 +112,7 @@ impl<C> Builder<C> {
         self
     }
 
-    /// Trips after `n` consecutive failures (the seed's `failure_threshold`). Default 5; `0`
-    /// turns the rule off.
+    /// Trips after `n` consecutive failures. Default 5; `0` turns the rule off.
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.settings.consecutive_failures = n;
         self
@@ -145,7 +144,8 @@ impl<C> Builder<C> {
         self
     }
 
-    /// A call that takes `threshold` or longer is slow; trips when the slow share of the window
+    /// A call that takes strictly longer than `threshold` is slow (as in resilience4j: a call
+    /// of exactly `threshold` is not); trips when the slow share of the window
     /// reaches `rate` (in `(0, 1]`). A slow half-open probe counts as a failed probe. Off by
     /// default (and then no clock is read per call for it).
     pub fn slow_calls(mut self, threshold: Duration, rate: f64) -> Self {
@@ -153,8 +153,7 @@ impl<C> Builder<C> {
         self
     }
 
-    /// How long the circuit stays open before admitting probes (the seed's `timeout_seconds`).
-    /// Default 60 s.
+    /// How long the circuit stays open before admitting probes. Default 60 s.
     pub fn open_duration(mut self, d: Duration) -> Self {
         self.settings.open_duration = d;
         self
@@ -168,15 +167,14 @@ impl<C> Builder<C> {
         self
     }
 
-    /// How many probes one half-open phase admits, across all clones (the seed's
-    /// `half_open_max_calls`). Default 3, at least 1.
+    /// How many probes one half-open phase admits, across all clones. Default 3, at least 1.
     pub fn half_open_permits(mut self, n: u32) -> Self {
         self.settings.half_open_permits = n;
         self
     }
 
-    /// How many probe successes close the circuit (the seed's `success_threshold`). Default 3;
-    /// between 1 and `half_open_permits`.
+    /// How many probe successes close the circuit. Default 3; between 1 and
+    /// `half_open_permits`.
     pub fn success_threshold(mut self, n: u32) -> Self {
         self.settings.success_threshold = n;
         self
@@ -218,7 +216,7 @@ impl<C> Builder<C> {
     }
 
     /// Lets the consecutive-failure threshold and the open duration follow the request rate
-    /// (see [`AdaptiveThresholds`]; [`AdaptiveThresholds::seed`] is the seed's table). Replaces
+    /// (see [`AdaptiveThresholds`]; [`AdaptiveThresholds::seed`] is a ready-made table). Replaces
     /// `consecutive_failures` and `open_duration`.
     pub fn adaptive(mut self, table: AdaptiveThresholds) -> Self {
         self.settings.adaptive = Some(table);

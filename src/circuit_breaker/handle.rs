@@ -77,6 +77,8 @@ impl Handle {
         let failed_calls = self.shared.count(FAILED);
         let ignored_calls = self.shared.count(IGNORED);
         let throttled_calls = self.shared.count(THROTTLED);
+        let (consecutive_failure_threshold, open_duration, request_rate) =
+            self.shared.thresholds_now();
         let failure_rate = match snapshot.window {
             Some(window) => window.failure_rate(),
             None => {
@@ -101,9 +103,9 @@ impl Handle {
             last_failure: self.shared.last_failure(),
             retry_after: snapshot.retry_after,
             transitions: snapshot.transitions,
-            consecutive_failure_threshold: self.shared.failure_threshold(),
-            open_duration: self.shared.open_duration(),
-            request_rate: self.shared.request_rate(),
+            consecutive_failure_threshold,
+            open_duration,
+            request_rate,
         }
     }
 
@@ -147,9 +149,14 @@ impl fmt::Debug for Handle {
     }
 }
 
-/// A breaker's statistics: everything the seed's `get_status()` reported, and more.
+/// A breaker's statistics: its state, call counts and rates, recent transitions and the
+/// thresholds in force.
 ///
 /// Counts cover finished calls; a call whose future was dropped records nothing.
+///
+/// With feature `serde` it is `serde::Serialize`: instants are written as seconds before the
+/// moment of serialization (`secs_since_last_failure`, each transition's `secs_ago`), durations
+/// as seconds (`retry_after_secs`, `open_duration_secs`), reasons as text.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -171,7 +178,7 @@ pub struct Stats {
     /// Calls rejected with [`CircuitOpen`](super::error::CircuitOpen) (fail-fast mode; the
     /// default mode waits instead of rejecting).
     pub rejected_calls: u64,
-    /// Calls at or over the slow-call threshold (0 unless `slow_calls` is set).
+    /// Calls that took longer than the slow-call threshold (0 unless `slow_calls` is set).
     pub slow_calls: u64,
     /// Failures in a row in the current closed phase.
     pub consecutive_failures: u32,

@@ -60,6 +60,8 @@
 //!
 //! # Semantics
 //!
+//! The main rules (every rule, with the bulkhead's and `Failover`'s, is in `docs/semantics.md`):
+//!
 //! - **Generations.** Every transition starts a new generation, and a result counts only in the
 //!   generation that admitted it: a call admitted while closed that ends after a trip changes
 //!   nothing, and neither does a probe that ends after its phase.
@@ -83,6 +85,8 @@ pub mod error;
 pub mod future;
 mod handle;
 mod layer;
+#[cfg(feature = "serde")]
+mod serialize;
 mod service;
 pub(crate) mod shared;
 mod state;

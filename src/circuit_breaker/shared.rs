@@ -225,7 +225,7 @@ impl Shared {
     }
 
     /// A ticket is given back unused, or its call was dropped: records nothing, frees a probe
-    /// permit and wakes waiters (decision 7).
+    /// permit and wakes waiters (drops are neutral).
     pub(crate) fn release(&self, ticket: PackedTicket) {
         if let Ticket::Probe { generation, id } = ticket.unpack() {
             let mut cold = lock(&self.cold);
@@ -264,7 +264,7 @@ impl Shared {
     fn record_general(&self, ticket: PackedTicket, outcome: Outcome, started: Option<Stamp>) {
         let started = started.map(|stamp| stamp.instant(self.origin));
         let (generation, probe) = match ticket.unpack() {
-            Ticket::Unrecorded => return, // disabled records nothing (decision 11)
+            Ticket::Unrecorded => return, // disabled records nothing
             Ticket::Closed { generation } => (generation, None),
             Ticket::Probe { generation, id } => (generation, Some(id)),
         };
@@ -276,7 +276,7 @@ impl Shared {
         }
         let slow = match (self.config.slow_calls, started, now) {
             (Some((threshold, _)), Some(started), Some(now)) => {
-                now.saturating_duration_since(started) >= threshold
+                now.saturating_duration_since(started) > threshold
             }
             _ => false,
         };
@@ -385,8 +385,8 @@ impl Shared {
         }
     }
 
-    /// Only a failure can trip the failure-rate rule, and only a slow call the slow-call rule
-    /// (decision 9).
+    /// Only a failure can trip the failure-rate rule, and only a slow call the slow-call rule:
+    /// a success never trips.
     fn rate_trip(&self, totals: &Totals, failed: bool, slow: bool) -> Option<Reason> {
         if totals.calls < self.config.minimum_calls {
             return None;
@@ -423,17 +423,20 @@ impl Shared {
         }
     }
 
-    /// The first-trip open duration in force (adaptive, or configured).
-    pub(crate) fn open_duration(&self) -> Duration {
+    /// For `stats()`: the consecutive-failure threshold, the first-trip open duration and the
+    /// request rate (adaptive only) as of now.
+    pub(crate) fn thresholds_now(&self) -> (u32, Duration, Option<u64>) {
         match &self.adaptive {
-            Some(adaptive) => adaptive.current().1,
-            None => self.config.open_duration,
+            Some(adaptive) => {
+                let (failures, open, rate) = adaptive.at(crate::time::now());
+                (failures, open, Some(rate))
+            }
+            None => (
+                self.config.consecutive_failures,
+                self.config.open_duration,
+                None,
+            ),
         }
-    }
-
-    /// Calls recorded over the last minute, when adaptive thresholds are on.
-    pub(crate) fn request_rate(&self) -> Option<u64> {
-        self.adaptive.as_ref().map(|a| a.rate(crate::time::now()))
     }
 
     fn clamp_retry_after(&self, d: Duration) -> Duration {
@@ -441,7 +444,7 @@ impl Shared {
         d.clamp(min, max)
     }
 
-    /// A manual operation (decision 3: every admitting change wakes everyone).
+    /// A manual operation (every admitting change wakes everyone).
     pub(crate) fn force(&self, to: State, reason: Reason) {
         let now = crate::time::now();
         let mut cold = lock(&self.cold);

@@ -52,7 +52,7 @@ async fn ignored_outcomes_neither_count_nor_break_the_streak() {
     assert_eq!(handle.stats().ignored_calls, 1);
 }
 
-/// Decision 9: the rate rule needs `minimum_calls`, and only a failure can trip it.
+/// Trip rules are OR-ed: the rate rule needs `minimum_calls`, and only a failure can trip it.
 #[tokio::test(start_paused = true)]
 async fn failure_rate_needs_minimum_calls_and_only_a_failure_trips() {
     let (mut svc, _inner) = breaker(
@@ -118,7 +118,7 @@ async fn time_window_forgets_old_failures() {
     assert_eq!(svc.handle().state(), State::Open);
 }
 
-/// Decision 9: the slow-call rate trips; a fast success does not count as slow.
+/// Trip rules are OR-ed: the slow-call rate trips; a fast success does not count as slow.
 #[tokio::test(start_paused = true)]
 async fn slow_call_rate_trips() {
     let (mut svc, _inner) = breaker(
@@ -131,10 +131,12 @@ async fn slow_call_rate_trips() {
     call(&mut svc, Req::Ok).await.unwrap();
     call(&mut svc, Req::Ok).await.unwrap();
     call(&mut svc, Req::Slow(ms(999))).await.unwrap(); // under the threshold: not slow
-    call(&mut svc, Req::Slow(secs(1))).await.unwrap(); // at the threshold: slow (1 of 4)
+    call(&mut svc, Req::Slow(secs(1))).await.unwrap(); // exactly the threshold: not slow
+    assert_eq!(svc.handle().stats().slow_calls, 0);
+    call(&mut svc, Req::Slow(ms(1001))).await.unwrap(); // longer: slow (1 of 4)
     assert_eq!(svc.handle().state(), State::Closed);
     assert_eq!(svc.handle().stats().slow_calls, 1);
-    call(&mut svc, Req::Slow(secs(2))).await.unwrap(); // window: ok, 999 ms, 1 s, 2 s: 2 of 4
+    call(&mut svc, Req::Slow(secs(2))).await.unwrap(); // window: 999 ms, 1 s, 1.001 s, 2 s: 2 of 4
     assert_eq!(svc.handle().state(), State::Open);
     assert_eq!(last_reason(&svc), Reason::SlowCallRate(0.5));
 }
@@ -150,8 +152,8 @@ async fn slow_probe_reopens() {
     assert_eq!(last_reason(&svc), Reason::ProbeFailed);
 }
 
-/// Decision 10: each failed half-open phase doubles the open duration (minus up to 20 %
-/// jitter, capped), and closing resets it.
+/// Open duration, back-off and Throttled: each failed half-open phase doubles the open duration
+/// (minus up to 20 % jitter, capped), and closing resets it.
 #[tokio::test(start_paused = true)]
 async fn open_duration_backs_off_and_resets_on_close() {
     let (mut svc, _inner) = breaker(
@@ -199,8 +201,8 @@ where
     svc.ready().await?.call(req).await
 }
 
-/// Decision 10: a server hint opens at once for exactly the hint, without counting a failure;
-/// hints are clamped to `retry_after_bounds`; no hint counts as a failure.
+/// Open duration, back-off and Throttled: a server hint opens at once for exactly the hint, without
+/// counting a failure; hints are clamped to `retry_after_bounds`; no hint counts as a failure.
 #[tokio::test(start_paused = true)]
 async fn throttled_opens_for_the_hint() {
     let cases = [
