@@ -1,7 +1,7 @@
 //! A health report over named circuit breakers, for a `/health` endpoint or a dashboard.
 //!
-//! [`HealthCheck`] is the seed's `CircuitBreakerHealthCheck`: built from named [`Handle`]s (and
-//! from [`keyed`](crate::keyed) breakers, whose keys come and go), it reports each circuit's
+//! [`HealthCheck`], built from named [`Handle`]s (and from [`keyed`](crate::keyed) breakers,
+//! whose keys come and go), reports each circuit's
 //! state, health and failure rate, an overall `healthy` flag — healthy while fewer than half of
 //! the circuits are open, the share configurable — and a summary such as
 //! `"2/3 circuits healthy"`. With the `serde` feature, [`HealthReport`] is `serde::Serialize`;
@@ -58,7 +58,7 @@ enum Source {
 /// Aggregates the health of named circuits; see the [module docs](self).
 ///
 /// A circuit is **open** when its state is [`State::Open`] or [`State::ForcedOpen`]; closed,
-/// half-open and disabled circuits are healthy (like the seed's `state != OPEN`). The whole is
+/// half-open and disabled circuits are healthy. The whole is
 /// healthy iff `open < n × ratio` for `n` circuits (so with the default ratio 0.5, exactly half
 /// open is unhealthy), and always healthy with no circuits at all.
 #[derive(Clone)]
@@ -202,7 +202,6 @@ impl fmt::Debug for HealthCheck {
 /// Serialized (feature `serde`) as
 /// `{"healthy": true, "open_circuits": 1, "summary": "2/3 circuits healthy", "circuits": [{"name": "openai", "state": "open", "healthy": false, "failure_rate": 1.0}, ...]}`.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct HealthReport {
     /// Whether fewer than the configured share of circuits are open.
@@ -217,7 +216,6 @@ pub struct HealthReport {
 
 /// One circuit in a [`HealthReport`].
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct CircuitHealth {
     /// The name it was added under.
@@ -227,6 +225,52 @@ pub struct CircuitHealth {
     /// Whether it is not open (closed, half-open and disabled circuits are healthy).
     pub healthy: bool,
     /// Its failure rate from [`Stats::failure_rate`](crate::circuit_breaker::Stats::failure_rate),
-    /// 0.0 before any judged call (as the seed reported it).
+    /// 0.0 before any judged call.
     pub failure_rate: f64,
+}
+
+// Written out rather than derived so that docs.rs can label the impls with the feature they need
+// (a derived impl cannot carry `doc(cfg)`); the output is what the derive wrote. Destructured
+// without `..`, so a new field does not compile until it is written here.
+#[cfg(feature = "serde")]
+mod serialize {
+    use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+    use super::{CircuitHealth, HealthReport};
+
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    impl Serialize for HealthReport {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let HealthReport {
+                healthy,
+                open_circuits,
+                summary,
+                circuits,
+            } = self;
+            let mut s = serializer.serialize_struct("HealthReport", 4)?;
+            s.serialize_field("healthy", healthy)?;
+            s.serialize_field("open_circuits", open_circuits)?;
+            s.serialize_field("summary", summary)?;
+            s.serialize_field("circuits", circuits)?;
+            s.end()
+        }
+    }
+
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    impl Serialize for CircuitHealth {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let CircuitHealth {
+                name,
+                state,
+                healthy,
+                failure_rate,
+            } = self;
+            let mut s = serializer.serialize_struct("CircuitHealth", 4)?;
+            s.serialize_field("name", name)?;
+            s.serialize_field("state", state)?;
+            s.serialize_field("healthy", healthy)?;
+            s.serialize_field("failure_rate", failure_rate)?;
+            s.end()
+        }
+    }
 }

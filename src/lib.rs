@@ -19,6 +19,9 @@
 //! - [`retry`]: a `tower::retry::Policy` for outside the breaker: never retries into an open
 //!   circuit before its `retry_after`, honours server back-off hints, spends a retry budget.
 //!
+//! The rules the breaker, the bulkhead and `Failover` follow are listed one per section in
+//! `docs/semantics.md`; [`circuit_breaker`](circuit_breaker#semantics) sums up the breaker's.
+//!
 //! # Example
 //!
 //! ```
@@ -45,6 +48,7 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -54,6 +58,7 @@
 
 #[macro_use]
 mod macros;
+mod config_error;
 mod striped;
 mod sync;
 mod time;
@@ -66,15 +71,16 @@ pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod failover;
 #[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub mod grpc;
 pub mod health;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 pub mod keyed;
 pub mod retry;
 
-/// A configuration value out of range; [`ConfigError::field`] names the builder method.
-pub use circuit_breaker::error::ConfigError;
+pub use config_error::ConfigError;
 
 /// The error type of every service in this crate: errors of the inner service and this crate's
 /// own errors ([`CircuitOpen`](circuit_breaker::error::CircuitOpen),

@@ -4,8 +4,8 @@
 //!
 //! The first [`EXCLUSIVE`] threads alive at once each own a stripe *slot*: such a thread is the
 //! only writer of its stripe in every `Counters`, so it adds with a plain load and store — no
-//! locked instruction, which costs several nanoseconds per count (about 8 ns on the benchmark
-//! machine, where a whole call through the default breaker costs about 50). Further threads
+//! locked instruction, which would be a large part of a whole call through the default breaker
+//! (the numbers live in BENCHMARKS.md). Further threads
 //! share the last [`SHARED`] stripes and add with atomic read-modify-writes. A slot is given
 //! back when its thread exits and handed to a later thread; the free list's lock orders the
 //! old owner's last write before the new owner's first.

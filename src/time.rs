@@ -1,7 +1,7 @@
 //! The crate's one clock.
 //!
 //! Normally tokio's (`tokio::time::Instant::now()`), so `#[tokio::test(start_paused = true)]`
-//! drives every timer (decision 12). Under `--cfg loom`, a clock that only moves when a model
+//! drives every timer. Under `--cfg loom`, a clock that only moves when a model
 //! advances it, because loom needs every execution of a model to be deterministic.
 
 use std::num::NonZeroU64;

@@ -1,4 +1,4 @@
-//! Zero heap allocations per admitted call, for every breaker configuration (DESIGN section 7).
+//! Zero heap allocations per admitted call, for every breaker configuration.
 //! A counting global allocator (the `allocation-counter` crate) watches a single-threaded loop of `poll_ready` + `call` + poll
 //! to completion, after a warm-up that lets one-time allocations (thread-local stripe index,
 //! lazily grown structures) happen.

@@ -1,4 +1,4 @@
-//! Zero heap allocations per admitted bulkhead call (DESIGN section 7), counted by a global
+//! Zero heap allocations per admitted bulkhead call, counted by a global
 //! allocator (`allocation-counter`) on this thread only.
 
 use std::convert::Infallible;

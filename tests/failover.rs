@@ -503,7 +503,8 @@ fn failover_types_are_send_sync_clone() {
 async fn steer_with_skip_open_returns_to_the_primary_after_recovery() {
     use tower::steer::Steer;
 
-    // The seed's probe settings: 3 probes per half-open phase, 3 successes close.
+    // The probe settings spelled out (they are the defaults): 3 probes per half-open phase,
+    // 3 successes close.
     let fail_fast = |name: &str| {
         CircuitBreakerLayer::builder()
             .name(name)

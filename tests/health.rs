@@ -1,4 +1,4 @@
-//! The health report: the seed's rule (healthy while fewer than half are open), per-circuit
+//! The health report: the health rule (healthy while fewer than half are open), per-circuit
 //! entries, the summary, keyed sources and the serde form.
 
 use std::time::Duration;
@@ -171,7 +171,7 @@ async fn keyed_circuits_are_reported_as_they_come_and_go() {
 
 #[cfg(feature = "serde")]
 #[test]
-fn the_report_serializes_like_the_seed() {
+fn the_report_serializes_in_snake_case() {
     let a = handle("openai");
     a.force_open();
     let report = HealthCheck::new()

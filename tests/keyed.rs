@@ -76,7 +76,7 @@ async fn each_key_has_its_own_circuit_with_its_own_settings() {
     );
     assert_eq!(send(&mut svc, ("openai", false)).await.unwrap(), "openai");
 
-    // The seed's get_available_providers, oldest key first.
+    // The keys whose circuit admits now, oldest key first.
     assert_eq!(breakers.available(), vec!["openai", "azure"]);
     assert_eq!(breakers.keys(), vec!["anthropic", "openai", "azure"]);
 

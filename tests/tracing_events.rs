@@ -1,4 +1,4 @@
-//! `tracing` events (DESIGN decision 13): a transition is an `info` event and a rejection a
+//! `tracing` events (docs/semantics.md, Observability): a transition is an `info` event and a rejection a
 //! `debug` event, each carrying the breaker's or bulkhead's name.
 //!
 //! These tests live in a binary of their own: `tracing` caches each callsite's interest

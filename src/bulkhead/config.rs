@@ -2,16 +2,16 @@
 
 use std::time::Duration;
 
-use super::error::ConfigError;
+use crate::ConfigError;
 use super::hold::ReleaseOnResponse;
 use super::layer::BulkheadLayer;
 use super::queue::Shared;
 
-/// Default `max_concurrent`. The seed has no default for it; 10 is the seed's `chat` bulkhead.
+/// Default `max_concurrent`.
 pub const DEFAULT_MAX_CONCURRENT: usize = 10;
-/// Default `max_queue`: the seed's `queue_size`.
+/// Default `max_queue`.
 pub const DEFAULT_MAX_QUEUE: usize = 100;
-/// Default `max_wait`: the seed's `timeout`.
+/// Default `max_wait`.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Builds a [`BulkheadLayer`]; start with [`BulkheadLayer::builder`].
@@ -49,21 +49,21 @@ impl<H> Builder<H> {
         self
     }
 
-    /// How many calls may run at once (the seed's `max_concurrent`). Default 10; at least 1.
+    /// How many calls may run at once. Default 10; at least 1.
     pub fn max_concurrent(mut self, n: usize) -> Self {
         self.max_concurrent = n;
         self
     }
 
-    /// How many callers may wait for a slot (the seed's `queue_size`); one more is rejected at
-    /// once with [`BulkheadFull`](super::error::BulkheadFull). Default 100; `0` means nobody
-    /// waits: at capacity, calls are rejected at once.
+    /// How many callers may wait for a slot; one more is rejected at once with
+    /// [`BulkheadFull`](super::error::BulkheadFull). Default 100; `0` means nobody waits: at
+    /// capacity, calls are rejected at once.
     pub fn max_queue(mut self, n: usize) -> Self {
         self.max_queue = n;
         self
     }
 
-    /// How long a caller may wait for a slot (the seed's `timeout`) before it is rejected with
+    /// How long a caller may wait for a slot before it is rejected with
     /// [`BulkheadTimeout`](super::error::BulkheadTimeout). Default 30 s; must be positive. It
     /// bounds the wait only: to bound the call itself, add `tower::timeout`.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
@@ -87,6 +87,7 @@ impl<H> Builder<H> {
     /// until the response head arrives (feature `http`; see
     /// [`HoldUntilBodyEnd`](super::HoldUntilBodyEnd)).
     #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn hold_permit_until_body_end(self) -> Builder<super::HoldUntilBodyEnd> {
         self.hold_permit(super::HoldUntilBodyEnd)
     }

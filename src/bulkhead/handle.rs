@@ -51,7 +51,6 @@ impl fmt::Debug for Handle {
 
 /// A bulkhead's occupancy and counters, from [`Handle::stats`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Stats {
     /// The bulkhead's name.

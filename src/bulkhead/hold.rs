@@ -87,6 +87,7 @@ mod http_body_end {
     /// [`Builder::hold_permit_until_body_end`](crate::bulkhead::Builder::hold_permit_until_body_end);
     /// use it when the expensive part of a call is streaming the body (an LLM's token stream).
     #[derive(Debug, Clone, Copy, Default)]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub struct HoldUntilBodyEnd;
 
     impl<B> HoldPermit<http::Response<B>> for HoldUntilBodyEnd
@@ -107,6 +108,7 @@ mod http_body_end {
         /// A response body that holds its call's bulkhead slot until the body is done (feature
         /// `http`): the slot is freed when the body reports end of stream, yields `None`, yields
         /// an error, or is dropped. Frames, size hints and end-of-stream pass through unchanged.
+        #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
         pub struct PermitBody<B> {
             #[pin]
             inner: B,

@@ -69,6 +69,8 @@ mod handle;
 mod hold;
 mod layer;
 pub(crate) mod queue;
+#[cfg(feature = "serde")]
+mod serialize;
 mod service;
 
 pub use config::{Builder, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT};
@@ -76,6 +78,7 @@ pub use future::ResponseFuture;
 pub use handle::{Handle, Stats};
 pub use hold::{HoldPermit, Permit, ReleaseOnResponse};
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use hold::{HoldUntilBodyEnd, PermitBody};
 pub use layer::BulkheadLayer;
 pub use service::Bulkhead;

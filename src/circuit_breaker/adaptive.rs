@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::error::ConfigError;
+use crate::ConfigError;
 use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 /// A table from request rate to thresholds: under heavy load trip sooner and probe sooner,

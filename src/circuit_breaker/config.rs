@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::adaptive::AdaptiveThresholds;
 use super::classify::{DefaultClassifier, Immediate};
-use super::error::ConfigError;
+use crate::ConfigError;
 use super::layer::CircuitBreakerLayer;
 
 /// Which calls the failure-rate and slow-call rules look at.

@@ -161,14 +161,14 @@ impl Recorder {
 }
 
 /// One admitted call's claim on the breaker. Consumed by [`finish`](CallGuard::finish); dropped
-/// unfinished it is neutral (decision 7) — unless the thread is panicking, when the call counts
-/// as a failure.
+/// unfinished it is neutral (it records nothing and gives back its permit) — unless the thread
+/// is panicking, when the call counts as a failure.
 ///
 /// Two words on purpose (the start time travels beside it, in the response future and the
 /// [`Recorder`]): a struct of at most two words moves in registers, while a third word made
 /// every move a 16-byte copy that, on x86, stalled on the narrower stores that had just written
-/// it — about a quarter of the admitted path's time (BENCHMARKS.md). The cost is that a guard
-/// dropped in a panic cannot tell whether the call was slow.
+/// it, a large share of the admitted path's time (the numbers live in BENCHMARKS.md). The
+/// cost is that a guard dropped in a panic cannot tell whether the call was slow.
 #[derive(Debug)]
 pub(crate) struct CallGuard {
     owner: Arc<Owner>,

@@ -22,12 +22,13 @@ pub struct CircuitBreakerLayer<C = DefaultClassifier> {
 }
 
 impl CircuitBreakerLayer<DefaultClassifier> {
-    /// Starts a builder with the seed's defaults.
+    /// Starts a builder with every default (see [`Builder`]).
     pub fn builder() -> Builder<DefaultClassifier> {
         Builder::default()
     }
 
-    /// A layer with every default (the seed's card, default mode, default classifier).
+    /// A layer with every default (the [`Builder`]'s defaults, default mode, default
+    /// classifier).
     pub fn new() -> Self {
         Builder::default()
             .build()

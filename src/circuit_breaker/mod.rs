@@ -97,7 +97,6 @@ mod window;
 pub use adaptive::AdaptiveThresholds;
 pub use classify::{Classify, ClassifyResponse, DefaultClassifier, Immediate, Outcome};
 pub use config::Builder;
-pub use error::ConfigError;
 pub use future::Recorder;
 pub use future::ResponseFuture;
 pub use handle::{Handle, Stats};

@@ -48,7 +48,7 @@ impl State {
         State::Disabled,
     ];
 
-    /// The state's name in snake case (`"half_open"`), as the seed reported it.
+    /// The state's name in snake case (`"half_open"`), as `serde` serializes it.
     pub fn as_str(&self) -> &'static str {
         match self {
             State::Closed => "closed",

@@ -2,8 +2,8 @@
 
 use std::num::NonZeroU64;
 
-/// Admission to one call, tagged with the generation that admitted it (decision 6: a result
-/// counts only in its own generation).
+/// Admission to one call, tagged with the generation that admitted it (a result counts only
+/// in its own generation; docs/semantics.md, Generations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ticket {
     /// Admitted while closed.

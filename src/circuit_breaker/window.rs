@@ -49,7 +49,8 @@ impl Window {
     }
 
     /// Records one outcome. Returns the totals after it only for a failed or slow call: only
-    /// those can trip a rate rule (decision 9), so a plain success skips summing the window.
+    /// those can trip a rate rule (a success never trips), so a plain success skips summing
+    /// the window.
     #[inline]
     pub(crate) fn record(&self, failed: bool, slow: bool, now: Option<Instant>) -> Option<Totals> {
         match self {
@@ -236,7 +237,7 @@ impl TimeWindow {
         let since = now.saturating_duration_since(self.origin);
         let nanos = since.as_secs() * 1_000_000_000 + u64::from(since.subsec_nanos());
         // Nearly every call falls in the epoch the previous one computed: confirm that with a
-        // multiplication, and divide (a 64-bit division, some 40 cycles) only when it moved.
+        // multiplication, and divide (a 64-bit division, far slower) only when it moved.
         // The guess is always checked, so a stale one from another thread is merely a miss.
         let guess = self.last_epoch.load(Relaxed);
         // No overflow: `guess` was once `nanos / bucket_nanos` for some u64 `nanos`.

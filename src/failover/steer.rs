@@ -16,7 +16,7 @@ pub struct SkipOpen {
 /// `i` (the order given to [`Steer::new`](tower::steer::Steer::new)).
 ///
 /// Each request goes to the first service whose circuit is not open: closed, disabled or
-/// **half-open** (the seed's `state != OPEN`). When every circuit is open, it goes to the one
+/// **half-open**. When every circuit is open, it goes to the one
 /// that will admit soonest (the smallest `retry_after`; a forced-open circuit never), so its
 /// fail-fast breaker answers at once with a
 /// [`CircuitOpen`](crate::circuit_breaker::error::CircuitOpen) error carrying the earliest

@@ -102,9 +102,9 @@ pub fn parse_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 }
 
 // This runs on every successful response, most of which carry no rate-limit header at all. One
-// pass comparing names against two prefixes costs a few nanoseconds a header; looking the twelve
-// names up would hash each of them (about 60 ns a name), and reading the clock up front
-// another 50 ns — so the clock is read only for an exhausted RFC 3339 pair.
+// pass comparing names against two prefixes is cheap; looking the twelve names up would hash
+// each of them, and reading the clock up front would cost more than the scan — so the clock is
+// read only for an exhausted RFC 3339 pair.
 fn parse_with(headers: &HeaderMap, now: impl Fn() -> SystemTime) -> Option<Duration> {
     // [remaining, reset] of each pair: the first value of each header, as `HeaderMap::get` gives.
     let mut found: [[Option<&HeaderValue>; 2]; PAIRS.len()] = [[None; 2]; PAIRS.len()];

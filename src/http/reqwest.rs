@@ -17,6 +17,7 @@ use crate::circuit_breaker::{Classify, ClassifyResponse, DefaultClassifier, Outc
 /// `http::Response`; errors as [`DefaultClassifier`] does (a `reqwest::Error` that
 /// [`is_builder`](reqwest::Error::is_builder) is the caller's mistake and
 /// [`Ignored`](Outcome::Ignored); connect, timeout, request and body errors are failures).
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 impl<E: 'static> Classify<reqwest::Response, E> for HttpClassifier {
     fn classify(&self, result: Result<&reqwest::Response, &E>) -> Outcome {
         match result {
@@ -33,6 +34,7 @@ impl<E: 'static> Classify<reqwest::Response, E> for HttpClassifier {
 ///
 /// Wrapping the body costs one allocation per deferred response (`reqwest::Body` boxes what it
 /// wraps) and a copy of the URL; a response decided from its head is returned untouched.
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 impl<C, T, E> ClassifyResponse<reqwest::Response, E> for EndOfStream<C, T>
 where
     C: Classify<reqwest::Response, E>,

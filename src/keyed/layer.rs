@@ -9,7 +9,8 @@ use tower_layer::Layer;
 
 use super::{Breakers, Keyed};
 use crate::bulkhead;
-use crate::circuit_breaker::{self as cb, CircuitBreakerLayer, ConfigError, DefaultClassifier};
+use crate::circuit_breaker::{self as cb, CircuitBreakerLayer, DefaultClassifier};
+use crate::ConfigError;
 
 /// The default [`max_keys`](Builder::max_keys).
 pub const DEFAULT_MAX_KEYS: usize = 1024;
@@ -28,7 +29,7 @@ pub struct Builder<K, F, C = DefaultClassifier> {
 }
 
 impl<K, F, C> Builder<K, F, C> {
-    /// The circuit-breaker settings every key starts from (default: the seed's card). Each
+    /// The circuit-breaker settings every key starts from (default: the breaker's defaults). Each
     /// key's breaker is named after the key (its `Display`) unless [`configure`](Self::configure)
     /// names it; the builder's mode is ignored (keyed breakers are fail-fast, see the
     /// [module docs](super)).

@@ -4,8 +4,8 @@
 //! call on that key's own circuit, built on first use from a circuit-breaker
 //! [`Builder`](crate::circuit_breaker::Builder) (customised per key with
 //! [`configure`](Builder::configure), so `"anthropic"` can trip after 3 failures and stay open
-//! 120 s while the others use 5 and 60 s). This is the seed's `LLMCircuitBreaker` in tower form:
-//! [`Breakers::available`] is its `get_available_providers`, [`Breakers::handle`] gives each
+//! 120 s while the others use 5 and 60 s). [`Breakers::available`] lists the keys whose
+//! circuit would admit a call now, [`Breakers::handle`] gives each
 //! key's [`Handle`](crate::circuit_breaker::Handle), and [`HealthCheck::with_keyed`](crate::health::HealthCheck::with_keyed)
 //! reports on every key.
 //!
@@ -64,7 +64,7 @@
 //!
 //! Each `call` locks one `std::sync::Mutex` around the key map for a hash lookup (and, for a
 //! new key, a circuit build), then admits on the key's circuit like a fail-fast breaker. This
-//! is the cold-ish path of a per-key router; keys that need the ~10 ns single-breaker path should
+//! is the cold-ish path of a per-key router; keys that need a plain breaker's lock-free path should
 //! get their own [`CircuitBreakerLayer`](crate::circuit_breaker::CircuitBreakerLayer).
 //!
 //! # Per-key bulkheads

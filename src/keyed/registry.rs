@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use super::layer::Configure;
 use crate::bulkhead::{self, queue::Shared as BulkheadShared};
 use crate::circuit_breaker::future::Owner;
-use crate::circuit_breaker::{self as cb, ConfigError, DefaultClassifier, Handle, State};
+use crate::circuit_breaker::{self as cb, DefaultClassifier, Handle, State};
+use crate::ConfigError;
 use crate::sync::lock;
 
 /// The per-key circuits of a [`KeyedLayer`](super::KeyedLayer) and its services: look keys up, list the available
@@ -239,7 +240,7 @@ where
 {
     /// Builds `key`'s circuit now (if it does not exist yet) and keeps it: a registered key is
     /// never evicted and does not count towards `max_keys`. Use it for a fixed set of
-    /// destinations (the seed's three providers), so they are listed and reported before their
+    /// destinations (three LLM providers, say), so they are listed and reported before their
     /// first call.
     pub fn register(&self, key: K) -> Result<Handle, ConfigError> {
         let owner = self.inner.checkout(key, true)?.owner;
@@ -293,7 +294,7 @@ where
     }
 
     /// The keys whose circuit would admit a call now (closed, disabled, or half-open with a
-    /// free probe permit), oldest first: the seed's `get_available_providers`.
+    /// free probe permit), oldest first: the destinations a caller may use now.
     pub fn available(&self) -> Vec<K> {
         // Handles are taken under the map lock and queried outside it: a query may run
         // transition listeners (user code), which may call back into this registry.

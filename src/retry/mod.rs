@@ -144,7 +144,8 @@ use std::time::Duration;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::Policy;
 
-use crate::circuit_breaker::error::{CircuitOpen, ConfigError};
+use crate::circuit_breaker::error::CircuitOpen;
+use crate::ConfigError;
 use crate::circuit_breaker::{Classify, DefaultClassifier, Handle, Outcome, State};
 use crate::BoxError;
 

@@ -1,4 +1,4 @@
-//! Bulkhead semantics (DESIGN section 5), on tokio's paused clock.
+//! Bulkhead semantics (docs/semantics.md, Bulkhead), on tokio's paused clock.
 
 mod admission;
 mod integration;

@@ -1,4 +1,4 @@
-//! The seed's queue_size/timeout behaviour and the launch table.
+//! The default queue and wait, the grant-versus-timeout race, and the launch table.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,9 +11,9 @@ use std::task::Poll;
 use tower_breaker::bulkhead::BulkheadLayer;
 
 #[tokio::test(start_paused = true)]
-async fn seed_defaults_queue_100_callers_and_time_them_out_after_30s() {
-    // The seed's Bulkhead(name, max_concurrent, queue_size=100) with submit(timeout=30): a
-    // caller at capacity must wait (the seed's queue never queued), up to queue_size of them.
+async fn defaults_queue_100_callers_and_time_them_out_after_30s() {
+    // With the default queue (100) and wait (30 s), a caller at capacity waits rather than
+    // being rejected, up to 100 of them.
     let inner = Inner::default();
     let layer = BulkheadLayer::builder()
         .name("chat")

@@ -1,4 +1,4 @@
-//! The seed's `AdaptiveCircuitBreaker`: thresholds follow the request rate of the last minute.
+//! Adaptive thresholds: they follow the request rate of the last minute.
 
 use tokio::time::advance;
 use tower_breaker::circuit_breaker::{AdaptiveThresholds, CircuitBreakerLayer, State};
@@ -11,7 +11,8 @@ async fn succeed(svc: &mut Svc, n: usize) {
     }
 }
 
-/// The seed's table at its boundaries: rates of exactly 50 and 100 stay in the lower row.
+/// `AdaptiveThresholds::seed()` at its boundaries: rates of exactly 50 and 100 stay in the
+/// lower row.
 #[tokio::test(start_paused = true)]
 async fn seed_table_boundaries() {
     let (mut svc, _inner) =

@@ -1,5 +1,4 @@
-//! Bad configuration is a `ConfigError` naming the field, never a panic; defaults are the
-//! seed's card.
+//! Bad configuration is a `ConfigError` naming the field, never a panic; the defaults.
 
 use tokio::time::advance;
 use tower_breaker::circuit_breaker::{Builder, CircuitBreakerLayer, State};
@@ -78,9 +77,9 @@ fn edge_values_are_accepted() {
     }
 }
 
-/// The seed's card: 5 consecutive failures, 60 s open, 3 probes, 3 successes to close.
+/// The defaults: 5 consecutive failures, 60 s open, 3 probes, 3 successes to close.
 #[tokio::test(start_paused = true)]
-async fn defaults_are_the_seed_card() {
+async fn defaults_trip_at_5_open_60s_and_close_after_3_probes() {
     let (mut svc, _inner) = breaker(CircuitBreakerLayer::builder());
     fail(&mut svc, 4).await;
     assert_eq!(svc.handle().state(), State::Closed);

@@ -20,8 +20,8 @@ async fn spawn_call(mut svc: Svc, req: Req) -> Result<&'static str, String> {
         })?
 }
 
-/// Decision 6: calls admitted while closed that finish after the trip — a success and a
-/// failure — neither close nor reopen the half-open circuit, nor count as probes.
+/// Generations: calls admitted while closed that finish after the trip — a success and a failure —
+/// neither close nor reopen the half-open circuit, nor count as probes.
 #[tokio::test(start_paused = true)]
 async fn stale_results_from_before_the_trip_do_not_decide_half_open() {
     let (mut svc, _inner) = breaker(
@@ -68,7 +68,8 @@ async fn stale_results_from_before_the_trip_do_not_decide_half_open() {
     assert_eq!(svc.handle().state(), State::Closed);
 }
 
-/// Decision 7: a panic in the inner future counts as a failure; five trip the circuit.
+/// Drops are neutral, panics are failures: a panic in the inner future counts as a failure; five
+/// trip the circuit.
 #[tokio::test(start_paused = true)]
 async fn inner_panics_count_as_failures() {
     let (svc, _inner) = breaker(CircuitBreakerLayer::builder());
@@ -83,9 +84,9 @@ async fn inner_panics_count_as_failures() {
     assert_eq!(stats.state, State::Open);
 }
 
-/// Decision 7: the panic is caught around the poll (as `FutureExt::catch_unwind` or an executor
-/// would) and the response future is dropped afterwards, outside any unwinding: the call still
-/// counts as a failure, not as a neutral drop.
+/// Drops are neutral, panics are failures: the panic is caught around the poll (as
+/// `FutureExt::catch_unwind` or an executor would) and the response future is dropped afterwards,
+/// outside any unwinding: the call still counts as a failure, not as a neutral drop.
 #[tokio::test(start_paused = true)]
 async fn inner_panic_caught_and_dropped_later_counts_as_failure() {
     let (mut svc, _inner) = breaker(CircuitBreakerLayer::builder());
@@ -101,7 +102,8 @@ async fn inner_panic_caught_and_dropped_later_counts_as_failure() {
     assert_eq!((stats.failed_calls, stats.consecutive_failures), (1, 1));
 }
 
-/// Decision 7 and 8: a panicking probe reopens the circuit and leaks no permit.
+/// Drops are neutral, panics are failures, and the half-open decision: a panicking probe reopens
+/// the circuit and leaks no permit.
 #[tokio::test(start_paused = true)]
 async fn panicking_probe_reopens_and_frees_its_permit() {
     let (mut svc, _inner) = breaker(
@@ -186,7 +188,7 @@ async fn a_panicking_classifier_fails_the_call_without_timing_it() {
     assert_eq!((stats.slow_calls, stats.failed_calls), (1, 1));
 }
 
-/// Decision 8: `success_threshold` probe successes close; any probe failure reopens.
+/// The half-open decision: `success_threshold` probe successes close; any probe failure reopens.
 #[tokio::test(start_paused = true)]
 async fn half_open_closes_after_threshold_and_reopens_on_any_failure() {
     let (mut svc, _inner) = breaker(CircuitBreakerLayer::builder());
@@ -226,8 +228,8 @@ async fn half_open_closes_after_threshold_and_reopens_on_any_failure() {
     );
 }
 
-/// Decision 8: a probe outstanding past `probe_timeout` reopens the circuit (waking waiters at
-/// that instant); its late result is ignored.
+/// The half-open decision and probe timeout: a probe outstanding past `probe_timeout` reopens the
+/// circuit (waking waiters at that instant); its late result is ignored.
 #[tokio::test(start_paused = true)]
 async fn probe_timeout_reopens_and_late_result_is_ignored() {
     let (mut svc, _inner) = breaker(
@@ -267,7 +269,7 @@ async fn probe_timeout_reopens_and_late_result_is_ignored() {
     );
 }
 
-/// Decision 11: forced open never half-opens; fail-fast reports no retry_after.
+/// Forced open, disabled and reset: forced open never half-opens; fail-fast reports no retry_after.
 #[tokio::test(start_paused = true)]
 async fn forced_open_never_half_opens() {
     let (mut svc, inner) = breaker(CircuitBreakerLayer::builder().fail_fast());
@@ -284,7 +286,8 @@ async fn forced_open_never_half_opens() {
     assert_eq!(call(&mut svc, Req::Ok).await.unwrap(), "ok");
 }
 
-/// Decision 11: disabled admits everything and records nothing; reset is a fresh circuit.
+/// Forced open, disabled and reset: disabled admits everything and records nothing; reset is a
+/// fresh circuit.
 #[tokio::test(start_paused = true)]
 async fn disabled_records_nothing_and_reset_clears() {
     let (mut svc, _inner) = breaker(CircuitBreakerLayer::builder());
@@ -325,8 +328,8 @@ async fn results_from_before_a_manual_change_do_not_count() {
     assert_eq!(svc.handle().state(), State::Open);
 }
 
-/// Decision 13: listeners run after the change and outside the lock (they may call back into
-/// the handle), in order; a panicking listener is contained.
+/// Observability: listeners run after the change and outside the lock (they may call back into the
+/// handle), in order; a panicking listener is contained.
 #[tokio::test(start_paused = true)]
 async fn listeners_see_each_transition_after_it_happened() {
     let (mut svc, _inner) = breaker(CircuitBreakerLayer::builder());
@@ -355,7 +358,7 @@ async fn listeners_see_each_transition_after_it_happened() {
     );
 }
 
-/// Decision 13: the transition history is bounded, newest last.
+/// Observability: the transition history is bounded, newest last.
 #[tokio::test(start_paused = true)]
 async fn transition_history_is_bounded() {
     let (mut svc, _inner) = breaker(CircuitBreakerLayer::builder().history_len(4));
@@ -372,9 +375,9 @@ async fn transition_history_is_bounded() {
     );
 }
 
-/// The seed's `get_status()` fields are all in `stats()`.
+/// Every status field a dashboard needs is in `stats()`.
 #[tokio::test(start_paused = true)]
-async fn stats_cover_the_seed_status() {
+async fn stats_cover_every_status_field() {
     let (mut svc, _inner) = breaker(CircuitBreakerLayer::builder().fail_fast());
     call(&mut svc, Req::Ok).await.unwrap();
     fail(&mut svc, 2).await;
@@ -402,7 +405,7 @@ async fn stats_cover_the_seed_status() {
     assert_eq!(stats.retry_after, Some(secs(60)));
 }
 
-/// Decision 6 for probes: a probe admitted in one half-open phase that finishes in the next
+/// Generations, for probes: a probe admitted in one half-open phase that finishes in the next
 /// (after a probe timeout and a new open period) decides nothing.
 #[tokio::test(start_paused = true)]
 async fn stale_probe_from_an_earlier_half_open_phase_decides_nothing() {

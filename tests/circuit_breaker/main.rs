@@ -1,5 +1,5 @@
-//! Circuit breaker behaviour, one module per concern. Each test pins a numbered decision of
-//! DESIGN.md section 4 on tokio's paused clock.
+//! Circuit breaker behaviour, one module per concern. Each test pins a rule of
+//! docs/semantics.md (cited by its heading) on tokio's paused clock.
 
 mod adaptive;
 mod config;

@@ -9,7 +9,7 @@ use tower_breaker::circuit_breaker::{error::CircuitOpen, CircuitBreakerLayer, St
 
 use super::*;
 
-/// Decision 1: an open circuit is checked before the inner service, which is not polled.
+/// Gate first: an open circuit is checked before the inner service, which is not polled.
 #[tokio::test(start_paused = true)]
 async fn open_circuit_never_polls_inner_readiness() {
     let (mut svc, inner) = breaker(CircuitBreakerLayer::builder());
@@ -43,8 +43,8 @@ async fn open_is_pending_and_woken_exactly_at_the_deadline() {
     assert_eq!(svc.handle().state(), State::HalfOpen);
 }
 
-/// Decision 3: no polling loop — across a whole open period the waiting task is woken once,
-/// and the inner service is not polled until then.
+/// Wake everyone on every admitting change: no polling loop — across a whole open period the
+/// waiting task is woken once, and the inner service is not polled until then.
 #[tokio::test(start_paused = true)]
 async fn no_busy_polling_while_open() {
     let (mut svc, inner) = breaker(CircuitBreakerLayer::builder().open_duration(secs(60)));
@@ -75,7 +75,8 @@ async fn no_busy_polling_while_open() {
     );
 }
 
-/// Decision 3: `force_closed`, `reset` and `disable` wake every waiter at once.
+/// Wake everyone on every admitting change: `force_closed`, `reset` and `disable` wake every waiter
+/// at once.
 #[tokio::test(start_paused = true)]
 async fn manual_changes_wake_every_waiter_at_once() {
     for op in ["force_closed", "reset", "disable"] {
@@ -98,7 +99,7 @@ async fn manual_changes_wake_every_waiter_at_once() {
     }
 }
 
-/// Decision 4: fail-fast is ready while open, and `call` returns `CircuitOpen` (with
+/// Fail-fast mode: fail-fast is ready while open, and `call` returns `CircuitOpen` (with
 /// `retry_after`) without polling or calling the inner service.
 #[tokio::test(start_paused = true)]
 async fn fail_fast_rejects_at_call_without_touching_inner() {
@@ -123,8 +124,8 @@ async fn fail_fast_rejects_at_call_without_touching_inner() {
     assert_eq!(svc.handle().stats().rejected_calls, 1);
 }
 
-/// Decision 5: `half_open_permits` probes across all clones, no more; the rest wait (default
-/// mode) and a freed permit wakes them.
+/// Half-open reserves in poll_ready: `half_open_permits` probes across all clones, no more; the
+/// rest wait (default mode) and a freed permit wakes them.
 #[tokio::test(start_paused = true)]
 async fn half_open_admits_exactly_the_permits_across_clones() {
     let (mut svc, _inner) = breaker(CircuitBreakerLayer::builder().half_open_permits(3));
@@ -137,7 +138,7 @@ async fn half_open_admits_exactly_the_permits_across_clones() {
         .collect();
     assert_eq!(ready, [true, true, true, false, false]);
 
-    // Decision 7: dropping a ready clone gives its probe back and wakes the waiters.
+    // Drops are neutral: dropping a ready clone gives its probe back and wakes the waiters.
     drop(clones.remove(0));
     let (c, w) = &mut clones[2];
     assert!(w.is_woken());
@@ -147,7 +148,8 @@ async fn half_open_admits_exactly_the_permits_across_clones() {
     assert_pending!(w.enter(|cx, _| c.poll_ready(cx)));
 }
 
-/// Decision 5 in fail-fast mode: clones without a permit get `CircuitOpen` at `call`.
+/// Half-open reserves in poll_ready, in fail-fast mode: clones without a permit get `CircuitOpen`
+/// at `call`.
 #[tokio::test(start_paused = true)]
 async fn fail_fast_half_open_rejects_clones_without_a_permit() {
     let (mut svc, inner) = breaker(
@@ -183,7 +185,7 @@ async fn fail_fast_half_open_rejects_clones_without_a_permit() {
     assert_eq!(outcomes, [None, None, None, Some(None), Some(None)]);
 }
 
-/// Decision 7: a dropped response future releases its probe permit and wakes waiters.
+/// Drops are neutral: a dropped response future releases its probe permit and wakes waiters.
 #[tokio::test(start_paused = true)]
 async fn dropped_response_future_releases_its_probe() {
     let (mut svc, _inner) = breaker(
