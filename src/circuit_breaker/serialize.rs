@@ -1,4 +1,4 @@
-//! `serde::Serialize` for [`Stats`] and [`Transition`] (feature `serde`).
+//! `serde::Serialize` for [`State`], [`Stats`] and [`Transition`] (feature `serde`).
 //!
 //! Instants on tokio's clock mean nothing outside the process, so they are written as seconds
 //! before the moment of serialization; durations are written as seconds (`f64`); a
@@ -8,12 +8,20 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 use tokio::time::Instant;
 
 use super::handle::Stats;
-use super::state::Transition;
+use super::state::{State, Transition};
 
 fn secs_ago(at: Instant) -> f64 {
     crate::time::now()
         .saturating_duration_since(at)
         .as_secs_f64()
+}
+
+/// Serialized as its name in snake case: `"closed"`, `"open"`, `"half_open"`, `"forced_open"`,
+/// `"disabled"`.
+impl Serialize for State {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit_variant("State", *self as u32, self.as_str())
+    }
 }
 
 /// Serialized as `{"name": "openai", "state": "open", "total_calls": 12, ...,
@@ -70,7 +78,7 @@ impl Serialize for Transition {
 mod tests {
     use std::time::Duration;
 
-    use crate::circuit_breaker::CircuitBreakerLayer;
+    use crate::circuit_breaker::{CircuitBreakerLayer, State};
 
     #[tokio::test(start_paused = true)]
     async fn stats_serialize_with_instants_as_seconds_ago() {
@@ -96,5 +104,6 @@ mod tests {
         assert_eq!(transitions[1]["reason"], "forced closed");
         assert_eq!(transitions[1]["secs_ago"], 2.0);
         assert_eq!(json.as_object().unwrap().len(), 19, "every field");
+        assert_eq!(serde_json::to_value(State::HalfOpen).unwrap(), "half_open");
     }
 }

@@ -17,12 +17,9 @@ use super::ticket::next_free_probe_id;
 pub(crate) use super::ticket::Ticket;
 
 /// The state of a circuit.
+///
+/// With feature `serde` it serializes as its name in snake case (`"half_open"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize),
-    serde(rename_all = "snake_case")
-)]
 pub enum State {
     /// Normal operation: calls pass and outcomes are counted.
     Closed,
