@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use crate::ConfigError;
 use super::hold::ReleaseOnResponse;
 use super::layer::BulkheadLayer;
 use super::queue::Shared;
+use crate::ConfigError;
 
 /// Default `max_concurrent`.
 pub const DEFAULT_MAX_CONCURRENT: usize = 10;

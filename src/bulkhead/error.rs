@@ -3,7 +3,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-
 /// The bulkhead was at capacity and its wait queue was full; the inner service was not called.
 #[derive(Debug, Clone)]
 pub struct BulkheadFull {

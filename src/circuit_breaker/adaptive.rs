@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::ConfigError;
 use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use crate::ConfigError;
 
 /// A table from request rate to thresholds: under heavy load trip sooner and probe sooner,
 /// under light load tolerate more.

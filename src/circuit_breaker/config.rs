@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::adaptive::AdaptiveThresholds;
 use super::classify::{DefaultClassifier, Immediate};
-use crate::ConfigError;
 use super::layer::CircuitBreakerLayer;
+use crate::ConfigError;
 
 /// Which calls the failure-rate and slow-call rules look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

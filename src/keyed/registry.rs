@@ -15,8 +15,8 @@ use super::layer::Configure;
 use crate::bulkhead::{self, queue::Shared as BulkheadShared};
 use crate::circuit_breaker::future::Owner;
 use crate::circuit_breaker::{self as cb, DefaultClassifier, Handle, State};
-use crate::ConfigError;
 use crate::sync::lock;
+use crate::ConfigError;
 
 /// The per-key circuits of a [`KeyedLayer`](super::KeyedLayer) and its services: look keys up, list the available
 /// ones, get a [`Handle`] per key. Cheap to clone, `Send + Sync`.

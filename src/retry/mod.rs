@@ -145,9 +145,9 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::Policy;
 
 use crate::circuit_breaker::error::CircuitOpen;
-use crate::ConfigError;
 use crate::circuit_breaker::{Classify, DefaultClassifier, Handle, Outcome, State};
 use crate::BoxError;
+use crate::ConfigError;
 
 use self::future::Wait;
 
