@@ -71,7 +71,7 @@ pub trait Classify<Res, Err> {
     note = "the breaker's classifier must fit the response and error types of the service it wraps",
     note = "`EndOfStream` fits `http::Response<B>` (and `reqwest::Response` with feature `reqwest`); `Immediate<C>` (from `.classifier(c)`) fits what `C: Classify<Res, Err>` fits"
 )]
-pub trait ClassifyResponse<Res, Err> {
+pub trait ResponseClassifier<Res, Err> {
     /// What the breaker's service returns in place of `Res`.
     type Response;
 
@@ -85,12 +85,13 @@ pub trait ClassifyResponse<Res, Err> {
     ) -> Result<Self::Response, Err>;
 }
 
-/// A [`Classify`] used as a [`ClassifyResponse`]: records the outcome as soon as the response
-/// (or error) arrives, and returns it unchanged.
+/// A [`Classify`] used as a [`ResponseClassifier`]: records the outcome as soon as the response
+/// (or error) arrives, and returns it unchanged. [`Builder::classifier`](super::Builder::classifier)
+/// wraps its classifier in one.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Immediate<C>(pub C);
 
-impl<C, Res, Err> ClassifyResponse<Res, Err> for Immediate<C>
+impl<C, Res, Err> ResponseClassifier<Res, Err> for Immediate<C>
 where
     C: Classify<Res, Err>,
 {
@@ -133,7 +134,7 @@ impl<Res, Err: 'static> Classify<Res, Err> for DefaultClassifier {
     }
 }
 
-impl<Res, Err: 'static> ClassifyResponse<Res, Err> for DefaultClassifier {
+impl<Res, Err: 'static> ResponseClassifier<Res, Err> for DefaultClassifier {
     type Response = Res;
 
     #[inline]

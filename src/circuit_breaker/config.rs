@@ -229,7 +229,7 @@ impl<C> Builder<C> {
         self.response_classifier(Immediate(classifier))
     }
 
-    /// Sets a [`ClassifyResponse`](super::ClassifyResponse), which may defer the verdict to the
+    /// Sets a [`ResponseClassifier`](super::ResponseClassifier), which may defer the verdict to the
     /// end of the response body (see the `http` and `grpc` features).
     pub fn response_classifier<C2>(self, classifier: C2) -> Builder<C2> {
         Builder {

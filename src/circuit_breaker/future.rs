@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::classify::{ClassifyResponse, Outcome};
+use super::classify::{Outcome, ResponseClassifier};
 use super::error::CircuitOpen;
 use super::shared::Shared;
 use super::ticket::PackedTicket;
@@ -87,7 +87,7 @@ impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
-    C: ClassifyResponse<T, E>,
+    C: ResponseClassifier<T, E>,
 {
     type Output = Result<C::Response, BoxError>;
 
@@ -140,7 +140,7 @@ impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
 
 /// Records the outcome of one admitted call, once.
 ///
-/// Handed to [`ClassifyResponse::classify_response`]; a classifier that defers its verdict moves
+/// Handed to [`ResponseClassifier::classify_response`]; a classifier that defers its verdict moves
 /// it into the response (an HTTP body wrapper, say) and calls [`record`](Recorder::record) when
 /// the verdict is known. Dropped without recording, it is neutral: nothing is counted and a
 /// half-open probe permit is given back. Dropped while the thread panics, it records a failure

@@ -95,7 +95,7 @@ mod waiters;
 mod window;
 
 pub use adaptive::AdaptiveThresholds;
-pub use classify::{Classify, ClassifyResponse, DefaultClassifier, Immediate, Outcome};
+pub use classify::{Classify, DefaultClassifier, Immediate, Outcome, ResponseClassifier};
 pub use config::Builder;
 pub use future::Recorder;
 pub use future::ResponseFuture;

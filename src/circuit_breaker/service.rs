@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::classify::{ClassifyResponse, DefaultClassifier};
+use super::classify::{DefaultClassifier, ResponseClassifier};
 use super::future::{CallGuard, Owner, ResponseFuture};
 use super::handle::Handle;
 use super::shared::{Admission, Shared};
@@ -261,7 +261,7 @@ impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: ClassifyResponse<S::Response, S::Error> + Clone,
+    C: ResponseClassifier<S::Response, S::Error> + Clone,
 {
     type Response = C::Response;
     type Error = BoxError;

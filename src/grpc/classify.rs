@@ -6,9 +6,9 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body::Body;
 
 use super::{DEFAULT_FAILURE_CODES, GRPC_STATUS, UNKNOWN};
-use crate::circuit_breaker::{Classify, ClassifyResponse, DefaultClassifier, Outcome, Recorder};
+use crate::circuit_breaker::{Classify, DefaultClassifier, Outcome, Recorder, ResponseClassifier};
 use crate::http::retry_after;
-use crate::http::{ClassifyEos, OutcomeBody};
+use crate::http::{EndClassifier, OutcomeBody};
 
 /// Classifies gRPC responses by `grpc-status`, from headers or trailers.
 ///
@@ -25,12 +25,11 @@ use crate::http::{ClassifyEos, OutcomeBody};
 /// | a body dropped before its end | nothing (neutral) |
 /// | `Err(_)` from the inner service | [`DefaultClassifier`] |
 ///
-/// As a [`ClassifyResponse`] (pass it to
-/// [`Builder::response_classifier`](crate::circuit_breaker::Builder::response_classifier)) the
-/// response becomes `http::Response<OutcomeBody<B, GrpcClassifier>>`. As a plain
-/// [`Classify`] (through [`Builder::classifier`](crate::circuit_breaker::Builder::classifier))
-/// it sees only the response head: trailers-only errors and HTTP errors count, but a status in
-/// the trailers does not — prefer the `ClassifyResponse`. As with
+/// It is a [`ResponseClassifier`]: pass it to
+/// [`Builder::response_classifier`](crate::circuit_breaker::Builder::response_classifier), and
+/// the response becomes `http::Response<OutcomeBody<B, GrpcClassifier>>`. It is deliberately not
+/// a [`Classify`]: judged from the head alone it would miss every status sent in trailers
+/// (most gRPC errors), so `Builder::classifier(GrpcClassifier::new())` does not compile. As with
 /// [`EndOfStream`](crate::http::EndOfStream), a streaming call lasts until its trailers, which
 /// matters for `probe_timeout` and `slow_calls`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -112,8 +111,8 @@ impl fmt::Debug for GrpcClassifier {
     }
 }
 
-impl ClassifyEos for GrpcClassifier {
-    fn classify_eos(&self, trailers: Option<&HeaderMap>) -> Outcome {
+impl EndClassifier for GrpcClassifier {
+    fn classify_end(&self, trailers: Option<&HeaderMap>) -> Outcome {
         match trailers.and_then(|t| t.get(GRPC_STATUS).map(|v| (t, v))) {
             Some((trailers, value)) => self.classify_code(parse_code(value), trailers),
             None => self.missing_status,
@@ -121,18 +120,7 @@ impl ClassifyEos for GrpcClassifier {
     }
 }
 
-impl<B, E: 'static> Classify<Response<B>, E> for GrpcClassifier {
-    fn classify(&self, result: Result<&Response<B>, &E>) -> Outcome {
-        match result {
-            Ok(res) => self
-                .classify_head(res.status(), res.headers())
-                .unwrap_or(Outcome::Success),
-            Err(e) => DefaultClassifier.classify(Err::<&(), _>(e)),
-        }
-    }
-}
-
-impl<B: Body, E: 'static> ClassifyResponse<Response<B>, E> for GrpcClassifier {
+impl<B: Body, E: 'static> ResponseClassifier<Response<B>, E> for GrpcClassifier {
     type Response = Response<OutcomeBody<B, GrpcClassifier>>;
 
     fn classify_response(

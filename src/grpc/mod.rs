@@ -3,7 +3,7 @@
 //!
 //! A gRPC call's status arrives at the *end* of the response: in the trailers after the last
 //! message, or in the headers of a trailers-only response. [`GrpcClassifier`] is a
-//! [`ClassifyResponse`] that records a trailers-only status at once and otherwise wraps the body
+//! [`ResponseClassifier`] that records a trailers-only status at once and otherwise wraps the body
 //! in an [`OutcomeBody`] that records when the trailers come — so a server-streaming RPC that
 //! sends messages and then fails with `UNAVAILABLE` counts as a failure.
 //!
@@ -39,7 +39,7 @@
 //! handler that calls an upstream through a breaker.
 //!
 //! [`CircuitOpen`]: crate::circuit_breaker::error::CircuitOpen
-//! [`ClassifyResponse`]: crate::circuit_breaker::ClassifyResponse
+//! [`ResponseClassifier`]: crate::circuit_breaker::ResponseClassifier
 //! [`OutcomeBody`]: crate::http::OutcomeBody
 
 mod classify;
@@ -67,7 +67,7 @@ mod tests {
     use crate::circuit_breaker::error::CircuitOpen;
     use crate::circuit_breaker::Outcome;
     use crate::circuit_breaker::{CircuitBreakerLayer, State};
-    use crate::http::{retry_after, ClassifyEos, OutcomeBody};
+    use crate::http::{retry_after, EndClassifier, OutcomeBody};
     use crate::BoxError;
     use bytes::Bytes;
     use http::{HeaderMap, Response, StatusCode};
@@ -127,7 +127,7 @@ mod tests {
         assert_eq!(c.classify_code(5, &none), Outcome::Failure);
         assert_eq!(c.classify_code(14, &none), Outcome::Failure);
         assert_eq!(c.classify_code(13, &none), Outcome::Ignored);
-        assert_eq!(c.classify_eos(None), Outcome::Ignored);
+        assert_eq!(c.classify_end(None), Outcome::Ignored);
         assert!(format!("{c:?}").contains("[5, 14]"));
         let only_ok = GrpcClassifier::new().failure_codes([0i32, 40, -3]);
         assert_eq!(only_ok.classify_code(0, &none), Outcome::Success);
@@ -163,14 +163,14 @@ mod tests {
                 retry_after: Some(Duration::from_secs(3))
             })
         );
-        assert_eq!(c.classify_eos(None), Outcome::Failure);
-        assert_eq!(c.classify_eos(Some(&HeaderMap::new())), Outcome::Failure);
+        assert_eq!(c.classify_end(None), Outcome::Failure);
+        assert_eq!(c.classify_end(Some(&HeaderMap::new())), Outcome::Failure);
         assert_eq!(
-            c.classify_eos(Some(&meta(&[("grpc-status", "0")]))),
+            c.classify_end(Some(&meta(&[("grpc-status", "0")]))),
             Outcome::Success
         );
         assert_eq!(
-            c.classify_eos(Some(&meta(&[("grpc-status", "5")]))),
+            c.classify_end(Some(&meta(&[("grpc-status", "5")]))),
             Outcome::Ignored
         );
     }

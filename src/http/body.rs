@@ -21,16 +21,16 @@ use crate::BoxError;
 ///
 /// Any `Fn(Option<&HeaderMap>) -> Outcome` is one. A body that fails (yields an error) is always
 /// a [`Failure`](Outcome::Failure); a body dropped before its end records nothing.
-pub trait ClassifyEos {
+pub trait EndClassifier {
     /// Classifies the end of a body: `trailers` is `Some` when it ended with trailers.
-    fn classify_eos(&self, trailers: Option<&HeaderMap>) -> Outcome;
+    fn classify_end(&self, trailers: Option<&HeaderMap>) -> Outcome;
 }
 
-impl<F> ClassifyEos for F
+impl<F> EndClassifier for F
 where
     F: Fn(Option<&HeaderMap>) -> Outcome,
 {
-    fn classify_eos(&self, trailers: Option<&HeaderMap>) -> Outcome {
+    fn classify_end(&self, trailers: Option<&HeaderMap>) -> Outcome {
         self(trailers)
     }
 }
@@ -40,8 +40,8 @@ where
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CleanEnd;
 
-impl ClassifyEos for CleanEnd {
-    fn classify_eos(&self, _trailers: Option<&HeaderMap>) -> Outcome {
+impl EndClassifier for CleanEnd {
+    fn classify_end(&self, _trailers: Option<&HeaderMap>) -> Outcome {
         Outcome::Success
     }
 }
@@ -59,7 +59,7 @@ pin_project! {
     ///   read — the body may be dropped afterwards without changing anything;
     /// - when the body ends — with trailers or not, or when
     ///   [`is_end_stream`](Body::is_end_stream) turns true after a frame — what `T` says
-    ///   (see [`ClassifyEos`]);
+    ///   (see [`EndClassifier`]);
     /// - when the body yields an error: [`Failure`](Outcome::Failure) (a stream broken half-way);
     /// - when the body has waited longer than its idle timeout for a frame: it yields an
     ///   [`IdleTimeout`] error, ends, and records a [`Failure`](Outcome::Failure);
@@ -114,11 +114,11 @@ impl<B, T> OutcomeBody<B, T> {
     }
 }
 
-impl<B: Body, T: ClassifyEos> OutcomeBody<B, T> {
+impl<B: Body, T: EndClassifier> OutcomeBody<B, T> {
     /// Wraps `inner`, recording at once if it is already at its end.
     pub(crate) fn deferred(inner: B, recorder: Recorder, eos: T) -> Self {
         if inner.is_end_stream() {
-            recorder.record(eos.classify_eos(None));
+            recorder.record(eos.classify_end(None));
             OutcomeBody::new(inner, None, eos)
         } else {
             OutcomeBody::new(inner, Some(recorder), eos)
@@ -130,7 +130,7 @@ impl<B, T> Body for OutcomeBody<B, T>
 where
     B: Body,
     B::Error: Into<BoxError>,
-    T: ClassifyEos,
+    T: EndClassifier,
 {
     type Data = B::Data;
     type Error = BoxError;
@@ -164,7 +164,7 @@ where
             return Poll::Ready(polled.map(|frame| frame.map_err(Into::into)));
         };
         match &polled {
-            None => recorder.record(this.eos.classify_eos(None)),
+            None => recorder.record(this.eos.classify_end(None)),
             Some(Err(_)) => {
                 trace_debug!("response body failed; recording a failure");
                 recorder.record(Outcome::Failure);
@@ -178,9 +178,9 @@ where
                     *this.scan = None;
                     recorder.record(outcome);
                 } else if let Some(trailers) = frame.trailers_ref() {
-                    recorder.record(this.eos.classify_eos(Some(trailers)));
+                    recorder.record(this.eos.classify_end(Some(trailers)));
                 } else if this.inner.is_end_stream() {
-                    recorder.record(this.eos.classify_eos(None));
+                    recorder.record(this.eos.classify_end(None));
                 } else {
                     *this.recorder = Some(recorder);
                 }

@@ -5,13 +5,13 @@ use std::time::Duration;
 use http::Response;
 use http_body::Body;
 
-use super::body::{ClassifyEos, CleanEnd, OutcomeBody};
+use super::body::{CleanEnd, EndClassifier, OutcomeBody};
 use super::classify::HttpClassifier;
 use super::events::StreamEvents;
 use super::scan::Scanner;
-use crate::circuit_breaker::{Classify, ClassifyResponse, Outcome, Recorder};
+use crate::circuit_breaker::{Classify, Outcome, Recorder, ResponseClassifier};
 
-/// A [`ClassifyResponse`] that decides from the response head when it can, and otherwise from
+/// A [`ResponseClassifier`] that decides from the response head when it can, and otherwise from
 /// the response body: its events, or how it ends.
 ///
 /// The head classifier `C` (default [`HttpClassifier`]) sees every result first. If it says
@@ -147,10 +147,10 @@ impl<C, T> EndOfStream<C, T> {
     }
 }
 
-impl<C, T, B, E> ClassifyResponse<Response<B>, E> for EndOfStream<C, T>
+impl<C, T, B, E> ResponseClassifier<Response<B>, E> for EndOfStream<C, T>
 where
     C: Classify<Response<B>, E>,
-    T: ClassifyEos + Clone,
+    T: EndClassifier + Clone,
     B: Body,
 {
     type Response = Response<OutcomeBody<B, T>>;

@@ -14,7 +14,7 @@
 //! - [`rate_limit`]: LLM providers' rate-limit headers (OpenAI, Azure OpenAI, Anthropic): the
 //!   time until an exhausted limit resets.
 //! - [`EndOfStream`] / [`OutcomeBody`]: a
-//!   [`ClassifyResponse`](crate::circuit_breaker::ClassifyResponse) that defers a good-looking
+//!   [`ResponseClassifier`](crate::circuit_breaker::ResponseClassifier) that defers a good-looking
 //!   response's verdict to its body: a streamed body's events ([`StreamEvents`]: SSE
 //!   `[DONE]`, `message_stop`, `event: error`, ...), a body error, an [idle
 //!   timeout](EndOfStream::idle_timeout), or its end. The `grpc` feature's
@@ -198,7 +198,7 @@ mod reqwest;
 pub mod retry_after;
 mod scan;
 
-pub use body::{ClassifyEos, CleanEnd, OutcomeBody};
+pub use body::{CleanEnd, EndClassifier, OutcomeBody};
 pub use classify::{HttpClassifier, StatusSet};
 pub use end_of_stream::EndOfStream;
 pub use events::{Event, EventFormat, StreamEvents};

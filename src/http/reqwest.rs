@@ -8,10 +8,10 @@
 use http::Response;
 use reqwest::ResponseBuilderExt;
 
-use super::body::{ClassifyEos, OutcomeBody};
+use super::body::{EndClassifier, OutcomeBody};
 use super::classify::HttpClassifier;
 use super::end_of_stream::EndOfStream;
-use crate::circuit_breaker::{Classify, ClassifyResponse, DefaultClassifier, Outcome, Recorder};
+use crate::circuit_breaker::{Classify, DefaultClassifier, Outcome, Recorder, ResponseClassifier};
 
 /// Classifies a `reqwest::Response` by its status and headers, exactly as an
 /// `http::Response`; errors as [`DefaultClassifier`] does (a `reqwest::Error` that
@@ -35,10 +35,10 @@ impl<E: 'static> Classify<reqwest::Response, E> for HttpClassifier {
 /// Wrapping the body costs one allocation per deferred response (`reqwest::Body` boxes what it
 /// wraps) and a copy of the URL; a response decided from its head is returned untouched.
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-impl<C, T, E> ClassifyResponse<reqwest::Response, E> for EndOfStream<C, T>
+impl<C, T, E> ResponseClassifier<reqwest::Response, E> for EndOfStream<C, T>
 where
     C: Classify<reqwest::Response, E>,
-    T: ClassifyEos + Clone + Send + Sync + 'static,
+    T: EndClassifier + Clone + Send + Sync + 'static,
 {
     type Response = reqwest::Response;
 

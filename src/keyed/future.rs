@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use crate::bulkhead::Permit;
 use crate::circuit_breaker::error::CircuitOpen;
 use crate::circuit_breaker::future::ResponseFuture as BreakerFuture;
-use crate::circuit_breaker::ClassifyResponse;
+use crate::circuit_breaker::ResponseClassifier;
 use crate::BoxError;
 
 pin_project! {
@@ -75,7 +75,7 @@ impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
-    C: ClassifyResponse<T, E>,
+    C: ResponseClassifier<T, E>,
 {
     type Output = Result<C::Response, BoxError>;
 

@@ -87,7 +87,7 @@ use crate::bulkhead::error::BulkheadFull;
 use crate::bulkhead::Permit;
 use crate::circuit_breaker::future::ResponseFuture as BreakerFuture;
 use crate::circuit_breaker::shared::Admission;
-use crate::circuit_breaker::{self as cb, ClassifyResponse, DefaultClassifier};
+use crate::circuit_breaker::{self as cb, DefaultClassifier, ResponseClassifier};
 use crate::BoxError;
 
 pub mod future;
@@ -133,7 +133,7 @@ where
     S::Error: Into<BoxError>,
     F: Fn(&Req) -> K,
     K: Hash + Eq + Clone + fmt::Display,
-    C: ClassifyResponse<S::Response, S::Error> + Clone,
+    C: ResponseClassifier<S::Response, S::Error> + Clone,
 {
     type Response = C::Response;
     type Error = BoxError;
