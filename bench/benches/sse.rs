@@ -24,7 +24,7 @@
 //! Before measuring, each variant's body is read once and checked: every byte comes through,
 //! and the outcome is recorded at the last frame (`[DONE]`) when scanning, at `None` otherwise.
 //!
-//! Run: `cargo bench --bench sse --features http`.
+//! Run: `cargo bench -p tower-breaker-benches --bench sse`.
 
 use std::convert::Infallible;
 use std::future::{ready, Future};

@@ -5,7 +5,7 @@
 //! completion with a no-op waker, on an inner service whose future is already ready — so the
 //! differences are the middleware's own cost. Every variant runs with a current-thread Tokio
 //! runtime entered, as a user's would. Peers and their configurations: see
-//! `benches/common/mod.rs`. Run: `cargo bench --bench overhead`.
+//! `benches/common/mod.rs`. Run: `cargo bench -p tower-breaker-benches --bench overhead`.
 
 use std::future::Future;
 use std::hint::black_box;

@@ -3,7 +3,8 @@
 //! calls, and reports `(Ir(N2) - Ir(N1)) / (N2 - N1)` — the per-call count with the setup
 //! subtracted — and the difference to `bare`.
 //!
-//! Run: `cargo bench --bench instructions` (needs `valgrind` on the `PATH`).
+//! Run: `cargo bench -p tower-breaker-benches --bench instructions` (needs `valgrind` on the
+//! `PATH`).
 
 use std::process::Command;
 

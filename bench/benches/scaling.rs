@@ -8,8 +8,8 @@
 //! CPU time, from `/proc/thread-self/schedstat`, over the wall time). `bare`'s ratio is the
 //! ceiling the machine allowed in that run.
 //!
-//! Run: `cargo bench --bench scaling` (`SCALING_MS` sets the time per measurement, default 500;
-//! `SCALING_ROUNDS` the rounds, default 3, whose median is reported).
+//! Run: `cargo bench -p tower-breaker-benches --bench scaling` (`SCALING_MS` sets the time per
+//! measurement, default 500; `SCALING_ROUNDS` the rounds, default 3, whose median is reported).
 
 use std::sync::Barrier;
 use std::time::{Duration, Instant};

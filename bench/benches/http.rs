@@ -5,8 +5,8 @@
 //! taken within the round (so drift between rounds cancels) and the median over rounds is
 //! reported. Every variant, bare included, is boxed the same way (`BoxCloneSyncService`).
 //!
-//! Run: `cargo bench --bench http` (`HTTP_SECS` per measurement, default 1; `HTTP_ROUNDS`,
-//! default 11; `HTTP_TASKS` concurrent client tasks, default 32).
+//! Run: `cargo bench -p tower-breaker-benches --bench http` (`HTTP_SECS` per measurement,
+//! default 1; `HTTP_ROUNDS`, default 11; `HTTP_TASKS` concurrent client tasks, default 32).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

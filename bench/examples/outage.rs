@@ -21,8 +21,8 @@
 //! by the primary, failed and re-sent requests, and the primary's circuit state over time), to
 //! `docs/outage.svg`. It exits non-zero if callers saw any failure in the resend run.
 //!
-//! Run with `cargo run --example outage` (writes the SVG to the path given as the first
-//! argument, default `docs/outage.svg`).
+//! Run with `cargo run -p tower-breaker-benches --example outage` (writes the SVG to the path
+//! given as the first argument, default the repository's `docs/outage.svg`).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -291,7 +291,7 @@ fn print_run(run: &Run, summary: &Summary) {
 async fn main() {
     let out = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "docs/outage.svg".into());
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/outage.svg").into());
     let runs = [
         simulate("readiness only: Failover::with_names(...)", false).await,
         simulate(
