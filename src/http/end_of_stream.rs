@@ -133,17 +133,47 @@ impl<C, T> EndOfStream<C, T> {
         self
     }
 
-    /// The event scanner for a body whose head left the verdict to it.
-    pub(crate) fn watch_body(
+    /// Classifies the head: an error, or a head that is not a success, is recorded at once; a
+    /// successful head leaves the verdict (the recorder) to the body.
+    pub(super) fn judge_head<Res, E>(
         &self,
-        outcome: Outcome,
-        headers: &http::HeaderMap,
-    ) -> Option<Scanner> {
-        if outcome == Outcome::Success {
-            Scanner::for_response(&self.events, headers)
-        } else {
-            None
+        result: Result<Res, E>,
+        recorder: Recorder,
+    ) -> Result<(Res, Option<Recorder>), E>
+    where
+        C: Classify<Res, E>,
+    {
+        let outcome = self.head.classify(result.as_ref());
+        match result {
+            Ok(res) if outcome == Outcome::Success => Ok((res, Some(recorder))),
+            other => {
+                recorder.record(outcome);
+                other.map(|res| (res, None))
+            }
         }
+    }
+
+    /// Wraps a body: it records with `recorder` (if the head left the verdict to it), scanning
+    /// its events when its content type is one [`StreamEvents`] reads, and honours the idle
+    /// timeout either way.
+    pub(super) fn wrap_body<B: Body>(
+        &self,
+        body: B,
+        headers: &http::HeaderMap,
+        recorder: Option<Recorder>,
+    ) -> OutcomeBody<B, T>
+    where
+        T: EndClassifier + Clone,
+    {
+        let scan = recorder
+            .as_ref()
+            .and_then(|_| Scanner::for_response(&self.events, headers));
+        let eos = self.eos.clone();
+        let body = match recorder {
+            Some(recorder) => OutcomeBody::deferred(body, recorder, eos),
+            None => OutcomeBody::new(body, None, eos),
+        };
+        body.watch(scan, self.idle)
     }
 }
 
@@ -160,23 +190,10 @@ where
         result: Result<Response<B>, E>,
         recorder: Recorder,
     ) -> Result<Self::Response, E> {
-        let outcome = self.head.classify(result.as_ref());
-        let res = match result {
-            Ok(res) => res,
-            Err(e) => {
-                recorder.record(outcome);
-                return Err(e);
-            }
-        };
-        let scan = self.watch_body(outcome, res.headers());
-        let eos = self.eos.clone();
-        let body = if outcome == Outcome::Success {
-            res.map(|body| OutcomeBody::deferred(body, recorder, eos))
-        } else {
-            recorder.record(outcome);
-            res.map(|body| OutcomeBody::new(body, None, eos))
-        };
-        Ok(body.map(|body| body.watch(scan, self.idle)))
+        let (res, recorder) = self.judge_head(result, recorder)?;
+        let (parts, body) = res.into_parts();
+        let body = self.wrap_body(body, &parts.headers, recorder);
+        Ok(Response::from_parts(parts, body))
     }
 }
 

@@ -8,7 +8,7 @@
 use http::Response;
 use reqwest::ResponseBuilderExt;
 
-use super::body::{EndClassifier, OutcomeBody};
+use super::body::EndClassifier;
 use super::classify::HttpClassifier;
 use super::end_of_stream::EndOfStream;
 use crate::circuit_breaker::{Classify, DefaultClassifier, Outcome, Recorder, ResponseClassifier};
@@ -47,32 +47,13 @@ where
         result: Result<reqwest::Response, E>,
         recorder: Recorder,
     ) -> Result<reqwest::Response, E> {
-        let outcome = self.head.classify(result.as_ref());
-        let res = match result {
-            Ok(res) => res,
-            Err(e) => {
-                recorder.record(outcome);
-                return Err(e);
-            }
-        };
-        let recorder = if outcome == Outcome::Success {
-            Some(recorder)
-        } else {
-            recorder.record(outcome);
-            if self.idle.is_none() {
-                return Ok(res);
-            }
-            None
-        };
-        let scan = self.watch_body(outcome, res.headers());
+        let (res, recorder) = self.judge_head(result, recorder)?;
+        if recorder.is_none() && self.idle.is_none() {
+            return Ok(res); // decided from the head, nothing to watch: untouched
+        }
         let url = res.url().clone();
         let (mut parts, body) = Response::<reqwest::Body>::from(res).into_parts();
-        let eos = self.eos.clone();
-        let body = match recorder {
-            Some(recorder) => OutcomeBody::deferred(body, recorder, eos),
-            None => OutcomeBody::new(body, None, eos),
-        };
-        let body = body.watch(scan, self.idle);
+        let body = self.wrap_body(body, &parts.headers, recorder);
         // reqwest keeps a response's URL in an extension that only its own builder can write.
         let (with_url, ()) = Response::builder()
             .url(url)
