@@ -67,6 +67,39 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    accept_loop(move |stream, counter| {
+        let handler = handler.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let fut = handler(req, n);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let io = TokioIo::new(stream);
+        async move {
+            let _ = match proto {
+                Proto::Http1 => {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await
+                }
+                Proto::Http2 => {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await
+                }
+            };
+        }
+    })
+    .await
+}
+
+/// Binds 127.0.0.1:0 and runs `connection(stream, hits)` for each accepted connection until
+/// the returned server is shut down (which closes every connection still open).
+async fn accept_loop<F, Fut>(connection: F) -> TestServer
+where
+    F: Fn(tokio::net::TcpStream, Arc<AtomicUsize>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -79,26 +112,7 @@ where
                 _ = &mut stopped => break,
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    let handler = handler.clone();
-                    let counter = counter.clone();
-                    let svc = hyper::service::service_fn(move |req| {
-                        let n = counter.fetch_add(1, Ordering::SeqCst);
-                        let fut = handler(req, n);
-                        async move { Ok::<_, Infallible>(fut.await) }
-                    });
-                    let io = TokioIo::new(stream);
-                    match proto {
-                        Proto::Http1 => conns.spawn(async move {
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(io, svc)
-                                .await;
-                        }),
-                        Proto::Http2 => conns.spawn(async move {
-                            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                                .serve_connection(io, svc)
-                                .await;
-                        }),
-                    };
+                    conns.spawn(connection(stream, counter.clone()));
                 }
             }
         }
@@ -150,65 +164,45 @@ impl Script {
 pub async fn script_server(scripts: Vec<Script>) -> TestServer {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let (stop, mut stopped) = oneshot::channel::<()>();
-    let counter = hits.clone();
-    let task = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = &mut stopped => break,
-                accepted = listener.accept() => {
-                    let Ok((mut stream, _)) = accepted else { continue };
-                    let n = counter.fetch_add(1, Ordering::SeqCst);
-                    let script = scripts[n % scripts.len()].clone();
-                    conns.spawn(async move {
-                        // Read the request head (the tests send no body).
-                        let mut head = Vec::new();
-                        let mut buf = [0u8; 1024];
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => head.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        let response = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
-                            script.content_type
-                        );
-                        if stream.write_all(response.as_bytes()).await.is_err() {
-                            return;
-                        }
-                        for piece in &script.pieces {
-                            let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
-                            chunk.extend_from_slice(piece);
-                            chunk.extend_from_slice(b"\r\n");
-                            if stream.write_all(&chunk).await.is_err() {
-                                return;
-                            }
-                            let _ = stream.flush().await;
-                            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
-                        }
-                        match script.end {
-                            End::Complete => {
-                                let _ = stream.write_all(b"0\r\n\r\n").await;
-                            }
-                            End::Cut => {}
-                            End::Hang => std::future::pending::<()>().await,
-                        }
-                        let _ = stream.shutdown().await;
-                    });
+    accept_loop(move |mut stream, counter| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let script = scripts[n % scripts.len()].clone();
+        async move {
+            // Read the request head (the tests send no body).
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
                 }
             }
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+                script.content_type
+            );
+            if stream.write_all(response.as_bytes()).await.is_err() {
+                return;
+            }
+            for piece in &script.pieces {
+                let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+                chunk.extend_from_slice(piece);
+                chunk.extend_from_slice(b"\r\n");
+                if stream.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                let _ = stream.flush().await;
+                tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+            }
+            match script.end {
+                End::Complete => {
+                    let _ = stream.write_all(b"0\r\n\r\n").await;
+                }
+                End::Cut => {}
+                End::Hang => std::future::pending::<()>().await,
+            }
+            let _ = stream.shutdown().await;
         }
-        conns.shutdown().await;
-    });
-    TestServer {
-        addr,
-        hits,
-        stop: Some(stop),
-        task: Some(task),
-    }
+    })
+    .await
 }
