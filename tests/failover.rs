@@ -450,6 +450,7 @@ async fn failover_layer_puts_the_primary_first() {
     );
 }
 
+#[cfg(feature = "http")]
 #[tokio::test(start_paused = true)]
 async fn http_responses_carry_the_member_that_served_them() {
     use tower_breaker::failover::ServedBy;

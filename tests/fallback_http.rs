@@ -144,3 +144,23 @@ async fn a_stream_whose_head_was_returned_is_not_resent() {
     primary.shutdown().await;
     secondary.shutdown().await;
 }
+
+#[tokio::test]
+async fn reqwest_responses_carry_the_provider_that_served_them() {
+    use tower_breaker::failover::ServedBy;
+
+    let primary = serve(Proto::Http1, |_req, _n| async { json(500, "{}") }).await;
+    let secondary = serve(Proto::Http1, |_req, _n| async { json(200, "{}") }).await;
+    let (a, _) = provider("a", &primary);
+    let (b, _) = provider("b", &secondary);
+    let mut llm = Failover::with_names([("openai", a), ("anthropic", b)])
+        .tag_served_by()
+        .resend_failures(Resend::with(|req: &reqwest::Request| req.try_clone()));
+    let client = reqwest::Client::new();
+    let req = client.get("http://provider.invalid/").build().unwrap();
+    let res = llm.ready().await.unwrap().call(req).await.unwrap();
+    let served_by = res.extensions().get::<ServedBy>().expect("tagged");
+    assert_eq!((served_by.index(), served_by.name()), (1, "anthropic"));
+    primary.shutdown().await;
+    secondary.shutdown().await;
+}

@@ -10,8 +10,11 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::resend::{Later, Rebuild, Resend};
-use super::routes::{Routes, ServedBy};
+use super::routes::Routes;
 use super::scope::Capture;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use super::served_by::TaggedFuture;
 use crate::bulkhead::error::{BulkheadFull, BulkheadTimeout};
 use crate::circuit_breaker::error::CircuitOpen;
 use crate::circuit_breaker::Outcome;
@@ -49,49 +52,6 @@ where
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-pin_project! {
-    /// Response future of [`TagServedBy`](super::TagServedBy): the member's future, with a
-    /// [`ServedBy`] extension added to its response.
-    pub struct TaggedFuture<F> {
-        #[pin]
-        future: F,
-        served_by: Option<ServedBy>,
-    }
-}
-
-impl<F> TaggedFuture<F> {
-    pub(super) fn new(future: F, served_by: ServedBy) -> Self {
-        TaggedFuture {
-            future,
-            served_by: Some(served_by),
-        }
-    }
-}
-
-impl<F, B, E> Future for TaggedFuture<F>
-where
-    F: Future<Output = Result<http::Response<B>, E>>,
-{
-    type Output = Result<http::Response<B>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut result = std::task::ready!(this.future.poll(cx));
-        if let (Ok(response), Some(served_by)) = (&mut result, this.served_by.take()) {
-            response.extensions_mut().insert(served_by);
-        }
-        Poll::Ready(result)
-    }
-}
-
-impl<F> fmt::Debug for TaggedFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaggedFuture")
-            .field("served_by", &self.served_by)
-            .finish_non_exhaustive()
     }
 }
 

@@ -91,12 +91,17 @@ mod load;
 mod resend;
 mod routes;
 pub(crate) mod scope;
+#[cfg(feature = "http")]
+mod served_by;
 mod steer;
 
 pub use future::{ResendFuture, ResponseFuture};
 pub use layer::FailoverLayer;
 pub use resend::{Cloned, NoResend, Rebuild, Resend};
-pub use routes::{Routes, ServedBy, TagServedBy};
+pub use routes::Routes;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use served_by::{Extensions, ServedBy, TagServedBy};
 pub use steer::{skip_open, SkipOpen};
 
 use routes::{RoutesInner, NO_ROUTE};
@@ -251,9 +256,11 @@ impl<S, R> Failover<S, R> {
         self.members.iter_mut().map(|m| &mut m.service)
     }
 
-    /// Wraps every member so that its `http::Response`s carry a [`ServedBy`] extension (the
-    /// member's index and name). The response type stays `http::Response<B>`; the [`Routes`]
-    /// handle is kept.
+    /// Wraps every member so that its responses (`http::Response`, or `reqwest::Response` with
+    /// feature `reqwest`) carry a [`ServedBy`] extension (the member's index and name). The
+    /// response type stays the members' own; the [`Routes`] handle is kept.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn tag_served_by(self) -> Failover<TagServedBy<S>, R> {
         let names = &self.routes.inner.names;
         Failover {

@@ -3,11 +3,6 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use tower_service::Service;
-
-use super::future::TaggedFuture;
 
 pub(super) const NO_ROUTE: usize = usize::MAX;
 
@@ -70,73 +65,5 @@ impl fmt::Debug for Routes {
             .field("last", &self.last())
             .field("served", &self.served())
             .finish()
-    }
-}
-
-/// Which member of a [`Failover`](super::Failover) served an HTTP response: put in the
-/// response's extensions by [`Failover::tag_served_by`](super::Failover::tag_served_by).
-///
-/// ```
-/// # use tower_breaker::failover::ServedBy;
-/// # fn check(response: http::Response<()>) {
-/// if let Some(served_by) = response.extensions().get::<ServedBy>() {
-///     println!("served by {} (priority {})", served_by.name(), served_by.index());
-/// }
-/// # }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ServedBy {
-    index: usize,
-    name: Arc<str>,
-}
-
-impl ServedBy {
-    /// The member's index in the failover (0 = primary).
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
-    /// The member's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-/// A failover member that marks its `http::Response`s with a [`ServedBy`] extension; made by
-/// [`Failover::tag_served_by`](super::Failover::tag_served_by).
-#[derive(Debug, Clone)]
-pub struct TagServedBy<S> {
-    inner: S,
-    served_by: ServedBy,
-}
-
-impl<S> TagServedBy<S> {
-    pub(super) fn new(inner: S, index: usize, name: Arc<str>) -> Self {
-        TagServedBy {
-            inner,
-            served_by: ServedBy { index, name },
-        }
-    }
-
-    /// The wrapped member.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-}
-
-impl<S, Req, B> Service<Req> for TagServedBy<S>
-where
-    S: Service<Req, Response = http::Response<B>>,
-{
-    type Response = http::Response<B>;
-    type Error = S::Error;
-    type Future = TaggedFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Req) -> Self::Future {
-        TaggedFuture::new(self.inner.call(request), self.served_by.clone())
     }
 }
