@@ -1,0 +1,113 @@
+//! Behaviours a mutation-testing sample showed the rest of the suite did not pin: each test
+//! here fails with the named mutant of the core applied.
+
+use std::future::{ready, Ready};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio_test::{assert_pending, assert_ready_ok};
+use tower::Service;
+use tower_breaker::bulkhead::BulkheadLayer;
+use tower_breaker::circuit_breaker::{error::CircuitOpen, CircuitBreakerLayer, State};
+use tower_breaker::BoxError;
+use tower_layer::Layer;
+
+/// Answers `Ok` for `true` and `Err` for `false`, at once.
+#[derive(Clone)]
+struct Answer;
+
+impl Service<bool> for Answer {
+    type Response = ();
+    type Error = BoxError;
+    type Future = Ready<Result<(), BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ok: bool) -> Self::Future {
+        ready(if ok { Ok(()) } else { Err("down".into()) })
+    }
+}
+
+/// `<` → `>` in the fail-fast path's lock-free refusal: a fail-fast circuit whose open
+/// duration has ended must admit the next call as a probe, even when nothing has looked at the
+/// circuit since (so no one has moved it to half-open yet).
+#[tokio::test(start_paused = true)]
+async fn a_fail_fast_circuit_past_its_open_deadline_admits_a_probe_without_being_observed() {
+    let layer = CircuitBreakerLayer::builder()
+        .consecutive_failures(1)
+        .open_duration(Duration::from_secs(5))
+        .half_open_permits(1)
+        .success_threshold(1)
+        .fail_fast()
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Answer);
+    let mut task = tokio_test::task::spawn(());
+
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+    assert!(svc.call(false).await.is_err());
+    // Before the deadline: rejected.
+    tokio::time::advance(Duration::from_millis(4_999)).await;
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+    let err = svc.call(true).await.unwrap_err();
+    assert!(err.is::<CircuitOpen>());
+    // Past the deadline, with no `state()` or other observation in between: a probe goes
+    // through and closes the circuit.
+    tokio::time::advance(Duration::from_millis(2)).await;
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+    svc.call(true)
+        .await
+        .expect("admitted as a probe, not refused");
+    assert_eq!(handle.state(), State::Closed);
+}
+
+/// `==` → `!=` in the reservation's generation check: a clone that became ready before a
+/// transition and is polled again after it must trade its stale reservation for a current one,
+/// so that its call counts.
+#[tokio::test(start_paused = true)]
+async fn a_reservation_from_before_a_transition_is_renewed_on_the_next_poll() {
+    let layer = CircuitBreakerLayer::builder()
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Answer);
+    let mut task = tokio_test::task::spawn(());
+
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+    // Two transitions while the clone holds its admission: a new generation.
+    handle.force_open();
+    handle.force_closed();
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+    assert!(svc.call(false).await.is_err());
+    // The failure counted in the current generation, and one failure trips.
+    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.stats().consecutive_failures, 0, "reset by the trip");
+}
+
+/// `delete !` in the bulkhead's waiter re-registration: a queued caller polled again from
+/// another task must be woken on that task when a slot frees.
+#[tokio::test(start_paused = true)]
+async fn a_queued_caller_polled_from_a_new_task_is_woken_there() {
+    let layer = BulkheadLayer::builder()
+        .max_concurrent(1)
+        .max_queue(1)
+        .max_wait(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut holder = layer.layer(Answer);
+    let mut waiter = layer.layer(Answer);
+    let mut first = tokio_test::task::spawn(());
+    let mut second = tokio_test::task::spawn(());
+
+    assert_ready_ok!(first.enter(|cx, _| holder.poll_ready(cx)));
+    assert_pending!(first.enter(|cx, _| waiter.poll_ready(cx)));
+    // The waiting caller moves to another task (a `Buffer` worker restarted, a future moved).
+    assert_pending!(second.enter(|cx, _| waiter.poll_ready(cx)));
+    drop(holder);
+    assert!(second.is_woken(), "the task now waiting is woken");
+    assert_ready_ok!(second.enter(|cx, _| waiter.poll_ready(cx)));
+}
