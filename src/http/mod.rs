@@ -149,7 +149,7 @@
 //! | --- | --- | --- |
 //! | `tower::balance::p2c::Balance` | default (`Pending`) | Balance skips endpoints that are not ready; an `Err` from `poll_ready` would evict the endpoint for good |
 //! | `tower::buffer::Buffer` | default (`Pending`) | requests wait in the buffer until the circuit admits again; an `Err` from `poll_ready` kills the buffer's worker |
-//! | this crate's `Failover` router | default (`Pending`) | failover routes to the first *ready* service, so a pending breaker is skipped, not waited on |
+//! | this crate's `Failover` router | either; default (`Pending`) preferred | failover routes to the first *ready* service, so a pending breaker is skipped, not waited on; a fail-fast open circuit is passed over too, but registers no wake-up for its recovery |
 //! | `tower::steer::Steer` | [`fail_fast`](crate::circuit_breaker::Builder::fail_fast) | Steer waits for *every* service to be ready, so one pending breaker would block all routes |
 //! | axum handlers / routes | [`fail_fast`](crate::circuit_breaker::Builder::fail_fast) | a request should get a quick `503` (see [`circuit_open_response`]), not hang |
 //! | tonic clients (`Channel`) | [`fail_fast`](crate::circuit_breaker::Builder::fail_fast) | the RPC should fail with `UNAVAILABLE` at once (put `grpc::UnavailableOnOpenLayer` outside the breaker) rather than wait for its deadline |
