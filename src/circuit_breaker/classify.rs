@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::future::Recorder;
+use super::guard::Recorder;
 
 /// What one finished call means for the circuit, as decided by a [`Classify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use tower_layer::Layer;
 
 use super::classify::DefaultClassifier;
 use super::config::{Builder, Config};
-use super::future::Owner;
+use super::guard::Owner;
 use super::handle::Handle;
 use super::service::CircuitBreaker;
 use super::shared::Shared;

@@ -77,14 +77,19 @@
 //!   a failure.
 //! - **Time** is tokio's clock, so `#[tokio::test(start_paused = true)]` drives every timer.
 
+// In the order a request meets them: `service` (`poll_ready`, `call`) → `future` → `guard`
+// (record) → `rules` and `machine` (decide) → `shared` (publish, wake).
 mod adaptive;
 mod backoff;
 mod classify;
 mod config;
 pub mod error;
 pub mod future;
+pub(crate) mod guard;
 mod handle;
 mod layer;
+mod machine;
+mod rules;
 #[cfg(feature = "serde")]
 mod serialize;
 mod service;

@@ -10,7 +10,8 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::classify::{DefaultClassifier, ResponseClassifier};
-use super::future::{CallGuard, Owner, ResponseFuture};
+use super::future::ResponseFuture;
+use super::guard::{CallGuard, Owner};
 use super::handle::Handle;
 use super::shared::{Admission, Shared};
 use super::ticket::PackedTicket;

@@ -1,9 +1,57 @@
-//! The state one breaker shares between its layer, services, futures and handles.
+//! The state one breaker shares between its layer, services, futures and handles: the atomics
+//! the hot path reads, the lock around the [`Machine`], the publication of the machine's state in
+//! one packed [`Word`], and the waking of waiting services.
 //!
-//! Hot path: admission while closed is one `Acquire` load of the packed [`Word`]; recording a
+//! Hot path: admission while closed is one `Acquire` load of the packed word; recording a
 //! success is a generation compare plus a striped counter increment (and a CAS only when a
 //! failure streak must be cleared). Everything else — transitions, probe permits, waiters,
-//! listeners — is the cold path under one mutex, taken only when something changes.
+//! listeners — is the cold path under one mutex (`cold`), taken only when something changes.
+//! [`rules`](super::rules) decide when a closed circuit trips and the [`Machine`] what a
+//! transition does; this module applies their verdicts, publishes them and wakes waiters.
+//!
+//! # Invariants
+//!
+//! 1. **The word follows the machine.** The word's state and generation change only under
+//!    `cold`, in [`finish`](Shared::finish), which copies them from the machine, and every
+//!    section that can change the machine's state ends in `finish`: whenever `cold` is free, the
+//!    word shows the machine's state and generation. Every transition starts a new generation,
+//!    so a reader that sees the generation it expects has missed no transition (short of 2³²).
+//!
+//! 2. **The failure streak is the current closed phase's.** The word's streak bits change
+//!    outside the lock, by compare-and-swap in [`update_streak`](Shared::update_streak), only
+//!    while the word shows `Closed` with the caller's generation; `finish` publishes every new
+//!    generation with a zero streak. So the streak is zero in every state but `Closed`.
+//!
+//! 3. **A reader that sees `Open` sees its deadline.** `finish` stores `open_until` before the
+//!    word of an open phase (`Release`, read with `Acquire`), so a lock-free reader of a word
+//!    showing `Open` reads that phase's deadline or a later one's. It is read only then.
+//!
+//! 4. **The window describes the current closed phase.** `finish` empties it before publishing
+//!    a new closed generation, and a recorder adds to it only after checking on the word that its
+//!    call's generation is the current closed one. (A recorder delayed between that check and its
+//!    write, across a trip and the next close, can add one late sample to the new window.)
+//!
+//! 5. **A result counts once, in the generation that admitted it.** An admitted call carries a
+//!    [`Ticket`] with its generation, from the word (`admit_fast`: closed or disabled) or from the
+//!    machine under the lock (`admit_slow`). Its holder (a service's reservation, then the call's
+//!    guard) gives it up as it uses it, so it is recorded or released at most once. A closed
+//!    result counts in the streak only through the checked swap of (2), and trips only if
+//!    `Machine::trip` finds its generation current under the lock; a probe's result or release
+//!    changes the machine only while its generation is current and the probe outstanding, so no
+//!    permit is freed twice. The lifetime counters and the adaptive rate meter count every
+//!    recorded call, whatever its generation.
+//!
+//! 6. **No lost wake-up.** A default-mode service that is refused registers its waker in the
+//!    locked section that refused it ([`admit_slow`](Shared::admit_slow)). Every later change
+//!    that could admit it (a transition, a freed probe permit) is made under the lock and ends in
+//!    `finish`, which takes every registered waker and wakes them once the lock is released; a
+//!    woken service polls again. Time passing is covered by the refusal's `wake_at` (the open
+//!    deadline, or the earliest probe deadline), at which the service arms its own timer inside
+//!    a Tokio runtime; forced open has none and ends only by a manual change, which wakes all.
+//!
+//! 7. **Nothing is woken or called under a lock.** Wakers are woken and listeners called only
+//!    after `cold` is released (a waker is only cloned, compared or dropped under it);
+//!    `listeners` is locked only to add to or copy the list. No section holds both locks.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -16,13 +64,18 @@ use super::adaptive::Adaptive;
 use super::classify::Outcome;
 use super::config::Config;
 use super::error::CircuitOpen;
-use super::state::{Machine, ProbeResult, Reason, Refusal, State, Transition, Word};
+use super::machine::{Machine, Refusal};
+use super::rules::{self, Rules};
+use super::state::{Reason, State, Transition};
 use super::ticket::{PackedTicket, Ticket};
 use super::waiters::Waiters;
 use super::window::{Totals, Window};
 use crate::striped::Counters;
 use crate::sync::{lock, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::time::Stamp;
+
+mod word;
+pub(crate) use word::Word;
 
 pub(crate) const SUCCESS: usize = 0;
 pub(crate) const FAILED: usize = 1;
@@ -88,7 +141,7 @@ impl Shared {
         let clockless_success =
             adaptive.is_none() && !needs_clock && !window.as_ref().is_some_and(Window::needs_clock);
         Shared {
-            word: AtomicU64::new(machine.word().0),
+            word: AtomicU64::new(Word::new(machine.state(), machine.generation()).0),
             window,
             counters: Counters::new(),
             last_failure: AtomicU64::new(0),
@@ -113,6 +166,15 @@ impl Shared {
     #[inline]
     pub(crate) fn word(&self) -> Word {
         Word(self.word.load(Ordering::Acquire))
+    }
+
+    /// The trip rules, as configured.
+    #[inline]
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            config: &self.config,
+            adaptive: &self.adaptive,
+        }
     }
 
     /// A call's start time, when the slow-call rule needs it.
@@ -274,19 +336,12 @@ impl Shared {
                 lock(&self.cold).machine.set_base_open(open_duration);
             }
         }
-        let slow = match (self.config.slow_calls, started, now) {
-            (Some((threshold, _)), Some(started), Some(now)) => {
-                now.saturating_duration_since(started) > threshold
-            }
-            _ => false,
-        };
+        let rules = self.rules();
+        let slow = rules.is_slow(started, now);
         if slow {
             self.counters.incr(SLOW);
         }
-        let outcome = match outcome {
-            Outcome::Throttled { retry_after: None } => Outcome::Failure,
-            other => other,
-        };
+        let outcome = rules::counted(outcome);
         match outcome {
             Outcome::Success => self.counters.incr(SUCCESS),
             Outcome::Failure => {
@@ -303,17 +358,7 @@ impl Shared {
         match probe {
             None => self.record_closed(generation, outcome, slow, now),
             Some(id) => {
-                let result = match outcome {
-                    Outcome::Success if slow => ProbeResult::Failure,
-                    Outcome::Success => ProbeResult::Success,
-                    Outcome::Ignored => ProbeResult::Ignored,
-                    Outcome::Throttled {
-                        retry_after: Some(d),
-                    } => ProbeResult::Throttled(self.clamp_retry_after(d)),
-                    Outcome::Failure | Outcome::Throttled { retry_after: None } => {
-                        ProbeResult::Failure
-                    }
-                };
+                let result = rules.probe(outcome, slow);
                 let now = crate::time::now();
                 let mut cold = lock(&self.cold);
                 let (transition, freed) =
@@ -330,28 +375,30 @@ impl Shared {
             || self.window.as_ref().is_some_and(Window::needs_clock)
     }
 
+    /// A closed-state result: counted in the streak (in the word) and the window, asking the
+    /// [`rules`](super::rules) in their order; trips the circuit when one fires, if `generation`
+    /// is still the current closed one.
     fn record_closed(&self, generation: u32, outcome: Outcome, slow: bool, now: Option<Instant>) {
+        let rules = self.rules();
         let failed = match outcome {
             Outcome::Success => false,
             Outcome::Failure => true,
             Outcome::Ignored => return,
             Outcome::Throttled { retry_after } => {
-                let d = self.clamp_retry_after(retry_after.unwrap_or_default());
-                return self.trip(generation, Reason::Throttled(d));
+                return self.trip(generation, rules.throttled(retry_after));
             }
         };
         let Some(streak) = self.update_streak(generation, failed) else {
             return; // a late result from an earlier generation
         };
-        let threshold = self.failure_threshold();
-        if failed && threshold > 0 && streak >= threshold {
-            return self.trip(generation, Reason::ConsecutiveFailures(streak));
+        if let Some(reason) = rules.streak_trip(failed, streak) {
+            return self.trip(generation, reason);
         }
         let Some(window) = &self.window else { return };
         let Some(totals) = window.record(failed, slow, now) else {
             return; // neither failed nor slow: cannot trip a rate rule
         };
-        if let Some(reason) = self.rate_trip(&totals, failed, slow) {
+        if let Some(reason) = rules.rate_trip(&totals, failed, slow) {
             self.trip(generation, reason);
         }
     }
@@ -385,42 +432,11 @@ impl Shared {
         }
     }
 
-    /// Only a failure can trip the failure-rate rule, and only a slow call the slow-call rule:
-    /// a success never trips.
-    fn rate_trip(&self, totals: &Totals, failed: bool, slow: bool) -> Option<Reason> {
-        if totals.calls < self.config.minimum_calls {
-            return None;
-        }
-        if let (true, Some(threshold), Some(rate)) =
-            (failed, self.config.failure_rate, totals.failure_rate())
-        {
-            if rate >= threshold {
-                return Some(Reason::FailureRate(rate));
-            }
-        }
-        if let (true, Some((_, threshold)), Some(rate)) =
-            (slow, self.config.slow_calls, totals.slow_rate())
-        {
-            if rate >= threshold {
-                return Some(Reason::SlowCallRate(rate));
-            }
-        }
-        None
-    }
-
     fn trip(&self, generation: u32, reason: Reason) {
         let now = crate::time::now();
         let mut cold = lock(&self.cold);
         let transition = cold.machine.trip(generation, reason, now, &self.config);
         self.finish(cold, transition, false);
-    }
-
-    /// The consecutive-failure threshold in force (adaptive, or configured).
-    pub(crate) fn failure_threshold(&self) -> u32 {
-        match &self.adaptive {
-            Some(adaptive) => adaptive.current().0,
-            None => self.config.consecutive_failures,
-        }
     }
 
     /// For `stats()`: the consecutive-failure threshold, the first-trip open duration and the
@@ -439,11 +455,6 @@ impl Shared {
         }
     }
 
-    fn clamp_retry_after(&self, d: Duration) -> Duration {
-        let (min, max) = self.config.retry_after_bounds;
-        d.clamp(min, max)
-    }
-
     /// A manual operation (every admitting change wakes everyone).
     pub(crate) fn force(&self, to: State, reason: Reason) {
         let now = crate::time::now();
@@ -459,7 +470,7 @@ impl Shared {
     /// Publishes the machine's state for the hot path, wakes waiters after any transition or
     /// freed permit, then — outside the lock — logs and calls listeners.
     fn finish(&self, mut cold: MutexGuard<'_, Cold>, transition: Option<Transition>, freed: bool) {
-        let published = cold.machine.word();
+        let published = Word::new(cold.machine.state(), cold.machine.generation());
         if self.word().generation() != published.generation() {
             if published.state() == State::Closed {
                 if let Some(window) = &self.window {

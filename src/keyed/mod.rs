@@ -176,7 +176,7 @@ where
             }
         };
         let started = shared.start_time();
-        let guard = cb::future::CallGuard::new(owner, ticket);
+        let guard = cb::guard::CallGuard::new(owner, ticket);
         let future = BreakerFuture::called(self.inner.call(request), guard, started, classifier);
         ResponseFuture::called(future, in_flight, permit)
     }

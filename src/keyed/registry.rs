@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::layer::Configure;
 use crate::bulkhead::{self, queue::Shared as BulkheadShared};
-use crate::circuit_breaker::future::Owner;
+use crate::circuit_breaker::guard::Owner;
 use crate::circuit_breaker::{self as cb, DefaultClassifier, Handle, State};
 use crate::sync::lock;
 use crate::ConfigError;
