@@ -37,7 +37,6 @@
 //! ```
 
 use std::fmt;
-use std::hash::Hash;
 use std::sync::Arc;
 
 use crate::circuit_breaker::{Handle, State};
@@ -91,11 +90,7 @@ impl HealthCheck {
     /// Adds every key of a [`keyed`](crate::keyed) breaker set, under each circuit's name (the
     /// key, unless configured otherwise), as they are at each report: keys added later are
     /// included, evicted ones drop out.
-    pub fn with_keyed<K, C>(mut self, breakers: &Breakers<K, C>) -> Self
-    where
-        K: Hash + Eq + Clone + Send + Sync + 'static,
-        C: Send + Sync + 'static,
-    {
+    pub fn with_keyed<K: 'static>(mut self, breakers: &Breakers<K>) -> Self {
         let breakers = breakers.clone();
         self.sources.push(Source::Dynamic(Arc::new(move || {
             breakers.handles().into_iter().map(|(_, h)| h).collect()

@@ -19,7 +19,7 @@ use crate::sync::{AtomicU64, Ordering::Relaxed};
 const EXCLUSIVE: usize = 12;
 /// Stripes shared, with atomic adds, by the threads beyond the first `EXCLUSIVE`.
 const SHARED: usize = 4;
-const STRIPES: usize = EXCLUSIVE + SHARED;
+pub(crate) const STRIPES: usize = EXCLUSIVE + SHARED;
 
 /// Whether owners add with a plain load and store. Not under loom, which runs a model's threads
 /// on one OS thread (they would share a slot).
@@ -81,9 +81,10 @@ impl<const N: usize> Counters<N> {
     }
 }
 
-/// This thread's stripe slot: one of the first [`EXCLUSIVE`] that it owns, or a shared one.
+/// This thread's stripe slot: one of the first [`EXCLUSIVE`] that it owns, or a shared one
+/// (below [`STRIPES`] either way). Also picks the per-thread owner of a keyed breaker's circuit.
 #[inline]
-fn thread_slot() -> usize {
+pub(crate) fn thread_slot() -> usize {
     // A const-initialised cell without a destructor: reading it is one thread-local load, and it
     // stays readable during thread-local teardown.
     let slot = SLOT.with(Cell::get);

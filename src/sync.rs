@@ -4,13 +4,13 @@
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering},
-    Arc, Mutex, MutexGuard,
+    Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
     atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering},
-    Arc, Mutex, MutexGuard,
+    Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 
 /// Locks `mutex`, ignoring poisoning: no user code runs while one of this crate's locks is held,
@@ -26,5 +26,31 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     #[cfg(loom)]
     {
         mutex.lock().unwrap()
+    }
+}
+
+/// Locks `lock` for reading, ignoring poisoning (see [`lock`]).
+pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    #[cfg(not(loom))]
+    {
+        lock.read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    #[cfg(loom)]
+    {
+        lock.read().unwrap()
+    }
+}
+
+/// Locks `lock` for writing, ignoring poisoning (see [`lock`]).
+pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    #[cfg(not(loom))]
+    {
+        lock.write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    #[cfg(loom)]
+    {
+        lock.write().unwrap()
     }
 }

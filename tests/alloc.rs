@@ -216,6 +216,61 @@ fn a_clone_allocates_its_own_owner_only_at_its_second_call() {
     assert_eq!(drive(&mut svc, 1_000), 0, "every later call");
 }
 
+/// Keyed breakers: a call on an existing key allocates nothing, whether the service clone has
+/// the key cached (one key, or eight cycling), or is a fresh clone per call (axum) that looks it
+/// up in the shared map. With a per-key bulkhead, too.
+#[test]
+fn keyed_calls_on_existing_keys_do_not_allocate() {
+    use tower_breaker::keyed::KeyedLayer;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let one_key = (|_: &u64| 0u64) as fn(&u64) -> u64;
+    let eight_keys = (|x: &u64| x % 8) as fn(&u64) -> u64;
+    for (name, key_fn) in [("one key", one_key), ("eight keys", eight_keys)] {
+        let layer = KeyedLayer::builder(key_fn).build().unwrap();
+        let mut svc = layer.layer(Echo);
+        drive(&mut svc, 1_000); // builds the keys (and this thread's owners of their circuits)
+        let allocations = drive(&mut svc, 10_000);
+        assert_eq!(allocations, 0, "keyed, {name}: {allocations} allocations");
+
+        let prototype = layer.layer(Echo);
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let clone_per_call = allocation_counter::measure(|| {
+            for i in 0..1_000 {
+                let mut svc = prototype.clone();
+                assert!(svc.poll_ready(&mut cx).is_ready());
+                let mut future = std::pin::pin!(svc.call(i));
+                assert!(future.as_mut().poll(&mut cx).is_ready());
+            }
+        });
+        assert_eq!(
+            clone_per_call.count_total, 0,
+            "keyed, {name}, a clone per call"
+        );
+
+        let layer = KeyedLayer::builder(key_fn)
+            .bulkhead(
+                tower_breaker::bulkhead::BulkheadLayer::builder()
+                    .max_concurrent(4)
+                    .max_queue(0),
+            )
+            .build()
+            .unwrap();
+        let mut svc = layer.layer(Echo);
+        drive(&mut svc, 1_000);
+        let allocations = drive(&mut svc, 10_000);
+        assert_eq!(
+            allocations, 0,
+            "keyed + bulkhead, {name}: {allocations} allocations"
+        );
+    }
+}
+
 /// `EndOfStream` adds no allocation per call: neither for a plain body nor for an SSE stream
 /// whose events arrive whole (a line split across frames is the one case that allocates, once
 /// per body). The responses are built before counting, so only the breaker and the body

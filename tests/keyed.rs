@@ -442,3 +442,138 @@ async fn per_key_bulkheads_bound_each_key_separately() {
     assert_eq!((stats.active, stats.available), (0, 2));
     assert!(breakers.bulkhead(&"missing").is_none());
 }
+
+/// Keyed breakers are fail-fast, and that is the mode honoured whatever the breaker builder
+/// selects: `fail_fast()` (the only mode a builder can select) and the builder's default alike
+/// give a ready `poll_ready` and a `CircuitOpen` from `call` while the key's circuit is open.
+#[tokio::test(start_paused = true)]
+async fn keyed_breakers_are_fail_fast_whatever_the_builder_selects() {
+    let explicit = CircuitBreakerLayer::builder()
+        .consecutive_failures(1)
+        .fail_fast();
+    let default = CircuitBreakerLayer::builder().consecutive_failures(1);
+    for (name, breaker) in [("fail_fast()", explicit), ("default", default)] {
+        let layer = KeyedLayer::builder((|r: &Req| r.0) as fn(&Req) -> &'static str)
+            .breaker(breaker)
+            .configure(|_, b| b.open_duration(Duration::from_secs(30)))
+            .build()
+            .unwrap();
+        let mut svc = layer.layer(provider());
+        assert!(send(&mut svc, ("a", true)).await.is_err());
+        assert_eq!(
+            layer.breakers().handle(&"a").unwrap().state(),
+            State::Open,
+            "{name}"
+        );
+        let mut task = tokio_test::task::spawn(());
+        assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)), "{name}");
+        let err = svc.call(("a", false)).await.unwrap_err();
+        let open = err.downcast_ref::<CircuitOpen>().expect("CircuitOpen");
+        assert_eq!(open.retry_after(), Some(Duration::from_secs(30)), "{name}");
+    }
+}
+
+/// A service clone remembers the keys it called; a key removed (or evicted) since is looked up
+/// again, so the clone's next call uses the key's new circuit, not the forgotten one.
+#[tokio::test(start_paused = true)]
+async fn a_clone_forgets_a_removed_key_and_uses_its_new_circuit() {
+    let layer = flood_layer(8);
+    let breakers = layer.breakers();
+    let mut svc = layer.layer(service_fn(|(k, fail): FloodReq| async move {
+        if fail {
+            Err::<u64, BoxError>("down".into())
+        } else {
+            Ok(k)
+        }
+    }));
+    assert!(send_flood(&mut svc, (1, true)).await.is_err());
+    let old = breakers.handle(&1).unwrap();
+    assert_eq!(old.state(), State::Open);
+    assert!(send_flood(&mut svc, (1, false))
+        .await
+        .unwrap_err()
+        .is::<CircuitOpen>());
+
+    assert!(breakers.remove(&1));
+    assert_eq!(send_flood(&mut svc, (1, false)).await.unwrap(), 1);
+    let new = breakers.handle(&1).unwrap();
+    assert_eq!(new.state(), State::Closed);
+    assert_eq!(new.stats().successful_calls, 1);
+    assert_eq!(
+        old.stats().successful_calls,
+        0,
+        "the forgotten circuit saw nothing"
+    );
+
+    // The same after an eviction: keys 2..=9 push key 1 out of the 8 slots; then key 1 is new.
+    for key in 2..=9 {
+        send_flood(&mut svc, (key, false)).await.unwrap();
+    }
+    assert!(breakers.handle(&1).is_none());
+    new.force_open();
+    assert_eq!(send_flood(&mut svc, (1, false)).await.unwrap(), 1);
+    assert_eq!(breakers.handle(&1).unwrap().stats().successful_calls, 1);
+}
+
+async fn send_flood<S: Service<FloodReq, Error = BoxError>>(
+    svc: &mut S,
+    req: FloodReq,
+) -> Result<S::Response, BoxError> {
+    svc.ready().await?.call(req).await
+}
+
+/// Clones on several threads calling overlapping keys, with new keys arriving and evicting old
+/// ones: every call gets an answer, the key count stays within `max_keys`, and every key built
+/// is either tracked or counted as evicted.
+#[test]
+fn clones_on_several_threads_share_the_keys_and_stay_bounded() {
+    const THREADS: u64 = 4;
+    const CALLS: u64 = 5_000;
+    let built = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = built.clone();
+    let layer = KeyedLayer::builder((|r: &FloodReq| r.0) as fn(&FloodReq) -> u64)
+        .max_keys(16)
+        .configure(move |_, b| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            b
+        })
+        .build()
+        .unwrap();
+    let breakers = layer.breakers();
+    let prototype = layer.layer(service_fn(|(k, _): FloodReq| async move {
+        Ok::<_, BoxError>(k)
+    }));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let mut svc = prototype.clone();
+            let breakers = breakers.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    for i in 0..CALLS {
+                        // Mostly a few hot keys shared by every thread, now and then a new one.
+                        let key = if i % 10 == 0 {
+                            1_000 + t * CALLS + i
+                        } else {
+                            i % 4
+                        };
+                        assert_eq!(send_flood(&mut svc, (key, false)).await.unwrap(), key);
+                        assert!(breakers.len() <= 16);
+                    }
+                })
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(breakers.len() <= 16);
+    // Keys built concurrently for the same key lose the race and are dropped unused, so
+    // `built` may exceed the keys that were ever tracked, never fall short of them.
+    let tracked_ever = breakers.len() as u64 + breakers.evicted();
+    assert!(tracked_ever >= THREADS * CALLS / 10);
+    assert!(built.load(std::sync::atomic::Ordering::SeqCst) >= tracked_ever);
+}

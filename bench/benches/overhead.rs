@@ -70,6 +70,18 @@ mod closed_single_thread {
         bench_service(b, breaker_fail_fast_layer().layer(bare()));
     }
 
+    /// A keyed breaker (default breaker settings, so fail-fast), every call on one key.
+    #[divan::bench]
+    fn keyed_one_key(b: Bencher<'_, '_>) {
+        bench_service(b, keyed_layer(one_key).layer(bare()));
+    }
+
+    /// The same, the calls cycling over eight keys.
+    #[divan::bench]
+    fn keyed_eight_keys(b: Bencher<'_, '_>) {
+        bench_service(b, keyed_layer(eight_keys).layer(bare()));
+    }
+
     #[divan::bench]
     fn breaker_count_window_rate(b: Bencher<'_, '_>) {
         bench_service(b, breaker_count_window_layer().layer(bare()));
@@ -129,6 +141,40 @@ mod closed_single_thread {
     #[divan::bench]
     fn peer_tower_resilience_bulkhead(b: Bencher<'_, '_>) {
         bench_service(b, tr_bulkhead());
+    }
+}
+
+/// A fresh clone of the service per call, dropped after it (as axum does per request): a
+/// keyed breaker's clone then has no key of its own yet, so every call looks its key up in the
+/// shared map; next to the plain breaker used the same way.
+mod clone_per_call {
+    use super::*;
+
+    fn bench_clones<S: Service<u64> + Clone>(bencher: Bencher<'_, '_>, svc: S) {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut x = 0u64;
+        bencher.bench_local(|| {
+            x = x.wrapping_add(1);
+            drive(&mut svc.clone(), &mut cx, black_box(x));
+        });
+    }
+
+    #[divan::bench]
+    fn breaker_default(b: Bencher<'_, '_>) {
+        bench_clones(b, breaker_default_layer().layer(bare()));
+    }
+
+    #[divan::bench]
+    fn keyed_one_key(b: Bencher<'_, '_>) {
+        bench_clones(b, keyed_layer(one_key).layer(bare()));
+    }
+
+    #[divan::bench]
+    fn keyed_eight_keys(b: Bencher<'_, '_>) {
+        bench_clones(b, keyed_layer(eight_keys).layer(bare()));
     }
 }
 

@@ -10,6 +10,8 @@
 //!
 //! Run: `cargo bench -p tower-breaker-benches --bench scaling` (`SCALING_MS` sets the time per
 //! measurement, default 500; `SCALING_ROUNDS` the rounds, default 3, whose median is reported).
+//! Arguments after `--` keep only the variants whose name contains one of them, e.g.
+//! `-- bare breaker_default keyed`.
 
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -96,11 +98,19 @@ fn main() {
         .build()
         .unwrap();
     let for_how_long = Duration::from_millis(ms);
+    // `cargo bench` passes `--bench`; every other argument filters the variants by name.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     println!(
         "{:<38} {:>12} {:>12} {:>8} {:>11}",
         "variant (one shared instance)", "1 thread /s", "2 threads /s", "2t / 1t", "cores (2t)"
     );
     for name in VARIANTS {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
         let maker = maker(name);
         let mut one = Vec::new();
         let mut two = Vec::new();

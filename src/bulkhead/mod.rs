@@ -67,8 +67,9 @@ pub mod error;
 pub mod future;
 mod handle;
 mod hold;
+pub(crate) mod keyed_admit;
 mod layer;
-pub(crate) mod queue;
+mod queue;
 #[cfg(feature = "serde")]
 mod serialize;
 mod service;

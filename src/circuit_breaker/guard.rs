@@ -112,8 +112,8 @@ impl Drop for CallGuard {
 /// per call makes every thread write the same cache line. So a
 /// [`CircuitBreaker`](super::CircuitBreaker) clone that is used more than once gets its own
 /// owner (one allocation per such clone, never per call) and its calls bump that one; a clone's
-/// first call, and every call through a keyed breaker, bumps the owner its layer (or key)
-/// shares — so a clone used once (axum clones a service per request) never allocates.
+/// first call bumps the owner its layer shares — so a clone used once (axum clones a service per
+/// request) never allocates. A keyed breaker's key keeps one owner per thread that calls it.
 ///
 /// Cache-line aligned so that two clones' owners, used from two threads, never share a line.
 #[derive(Debug)]

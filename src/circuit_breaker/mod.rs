@@ -87,6 +87,7 @@ pub mod error;
 pub mod future;
 pub(crate) mod guard;
 mod handle;
+pub(crate) mod keyed_admit;
 mod layer;
 mod machine;
 mod rules;

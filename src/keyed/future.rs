@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
@@ -11,7 +10,7 @@ use pin_project_lite::pin_project;
 use crate::bulkhead::Permit;
 use crate::circuit_breaker::error::CircuitOpen;
 use crate::circuit_breaker::future::ResponseFuture as BreakerFuture;
-use crate::circuit_breaker::ResponseClassifier;
+use crate::circuit_breaker::{keyed_admit, ResponseClassifier};
 use crate::BoxError;
 
 pin_project! {
@@ -30,8 +29,6 @@ pin_project! {
         Called {
             #[pin]
             future: BreakerFuture<F, C>,
-            // Marks the key busy (not evicted first) while the call is in flight.
-            in_flight: Option<Arc<()>>,
             // The key's bulkhead slot, if it has one: released when the call ends or is dropped.
             permit: Option<Permit>,
         },
@@ -40,17 +37,9 @@ pin_project! {
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(super) fn called(
-        future: BreakerFuture<F, C>,
-        in_flight: Arc<()>,
-        permit: Option<Permit>,
-    ) -> Self {
+    pub(super) fn called(future: BreakerFuture<F, C>, permit: Option<Permit>) -> Self {
         ResponseFuture {
-            kind: Kind::Called {
-                future,
-                in_flight: Some(in_flight),
-                permit,
-            },
+            kind: Kind::Called { future, permit },
         }
     }
 
@@ -63,8 +52,7 @@ impl<F, C> ResponseFuture<F, C> {
     pub(super) fn rejected(error: CircuitOpen, classifier: C) -> Self {
         ResponseFuture {
             kind: Kind::Called {
-                future: BreakerFuture::rejected(error, classifier),
-                in_flight: None,
+                future: keyed_admit::rejected(error, classifier),
                 permit: None,
             },
         }
@@ -79,15 +67,11 @@ where
 {
     type Output = Result<C::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called {
-                future,
-                in_flight,
-                permit,
-            } => {
+            KindProj::Called { future, permit } => {
                 let output = std::task::ready!(future.poll(cx));
-                in_flight.take();
                 permit.take();
                 Poll::Ready(output)
             }

@@ -1,12 +1,15 @@
 //! The [`KeyedLayer`] and its [`Builder`].
 
 use std::fmt;
+use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::cache::Cache;
+use super::registry::Registry;
 use super::{Breakers, Keyed};
 use crate::bulkhead;
 use crate::circuit_breaker::{self as cb, CircuitBreakerLayer, DefaultClassifier};
@@ -31,8 +34,9 @@ pub struct Builder<K, F, C = DefaultClassifier> {
 impl<K, F, C> Builder<K, F, C> {
     /// The circuit-breaker settings every key starts from (default: the breaker's defaults). Each
     /// key's breaker is named after the key (its `Display`) unless [`configure`](Self::configure)
-    /// names it; the builder's mode is ignored (keyed breakers are fail-fast, see the
-    /// [module docs](super)).
+    /// names it. Every key's breaker is in [`fail_fast`](cb::Builder::fail_fast) mode, whether
+    /// or not `breaker` (or `configure`) selects it: the only mode a keyed breaker can honour
+    /// (see [Modes](super#modes)).
     pub fn breaker<C2>(self, breaker: cb::Builder<C2>) -> Builder<K, F, C2> {
         Builder {
             key_fn: self.key_fn,
@@ -73,6 +77,10 @@ impl<K, F, C> Builder<K, F, C> {
     /// readily reset an open circuit); if every key has calls in flight, the least recently
     /// used of them (its calls finish on the evicted circuit, and are forgotten with it). Keys
     /// added with [`Breakers::register`] are kept and not counted.
+    ///
+    /// Calls do not read the clock: a key's use is noted when the registry next looks at
+    /// recency (at an eviction or an idle sweep), so keys used since the last look count as
+    /// used at this one, and among equally recent keys the oldest goes first.
     pub fn max_keys(mut self, n: usize) -> Self {
         self.max_keys = n;
         self
@@ -80,6 +88,10 @@ impl<K, F, C> Builder<K, F, C> {
 
     /// Also evicts keys with no call in flight and no call for `d` (default: never), checked
     /// when new keys arrive (at most every `d / 2`) and by [`Breakers::evict_idle`].
+    ///
+    /// As with [`max_keys`](Self::max_keys), a call is noted at the next such check rather
+    /// than read from the clock, and `d` counts from that check: an idle key is never evicted
+    /// before `d` has passed since its last call, and may stay one check longer.
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = Some(d);
         self
@@ -88,7 +100,8 @@ impl<K, F, C> Builder<K, F, C> {
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<KeyedLayer<K, F, C>, ConfigError>
     where
-        C: Clone,
+        K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+        C: Clone + Send + Sync + 'static,
     {
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be at least 1"));
@@ -103,15 +116,16 @@ impl<K, F, C> Builder<K, F, C> {
         if let Some(bulkhead) = &self.bulkhead {
             bulkhead.clone().build()?;
         }
+        let registry = Arc::new(Registry::new(
+            self.breaker,
+            self.bulkhead,
+            self.configure,
+            self.max_keys,
+            self.idle_timeout,
+        ));
         Ok(KeyedLayer {
             key_fn: self.key_fn,
-            breakers: Breakers::new(
-                self.breaker,
-                self.bulkhead,
-                self.configure,
-                self.max_keys,
-                self.idle_timeout,
-            ),
+            registry,
         })
     }
 }
@@ -128,7 +142,7 @@ impl<K, F, C> fmt::Debug for Builder<K, F, C> {
 /// Makes [`Keyed`] services; every service it makes shares one set of per-key circuits.
 pub struct KeyedLayer<K, F, C = DefaultClassifier> {
     key_fn: F,
-    breakers: Breakers<K, C>,
+    registry: Arc<Registry<K, C>>,
 }
 
 impl KeyedLayer<(), (), DefaultClassifier> {
@@ -151,8 +165,8 @@ impl KeyedLayer<(), (), DefaultClassifier> {
 
 impl<K, F, C> KeyedLayer<K, F, C> {
     /// The per-key circuits shared by every service this layer makes.
-    pub fn breakers(&self) -> Breakers<K, C> {
-        self.breakers.clone()
+    pub fn breakers(&self) -> Breakers<K> {
+        self.registry.breakers()
     }
 }
 
@@ -160,7 +174,7 @@ impl<K, F: Clone, C> Clone for KeyedLayer<K, F, C> {
     fn clone(&self) -> Self {
         KeyedLayer {
             key_fn: self.key_fn.clone(),
-            breakers: self.breakers.clone(),
+            registry: self.registry.clone(),
         }
     }
 }
@@ -172,7 +186,8 @@ impl<S, K, F: Clone, C> Layer<S> for KeyedLayer<K, F, C> {
         Keyed {
             inner,
             key_fn: self.key_fn.clone(),
-            breakers: self.breakers.clone(),
+            registry: self.registry.clone(),
+            cache: Cache::new(),
         }
     }
 }
@@ -183,7 +198,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedLayer")
-            .field("breakers", &self.breakers)
+            .field("breakers", &self.breakers())
             .finish_non_exhaustive()
     }
 }

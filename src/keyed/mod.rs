@@ -49,23 +49,33 @@
 //! # }
 //! ```
 //!
-//! # Fail-fast by nature
+//! # Modes
 //!
-//! Keyed breakers are always fail-fast (whatever the builder's mode): `poll_ready` comes before
-//! the request, so the key — and with it the circuit — is unknown until `call`. `poll_ready`
-//! forwards the inner service's readiness; `call` checks the key's circuit and, when it is open,
-//! returns a ready [`CircuitOpen`](crate::circuit_breaker::error::CircuitOpen) error (with the
-//! key's name and `retry_after`) without calling the inner service. (The inner service's
-//! readiness is then unused until the next `call`, as with a fail-fast breaker.) To *wait* on
-//! an open circuit instead, route with [`Failover`](crate::failover::Failover) over one
+//! Keyed breakers are always fail-fast, and this is the builder's mode honoured, not ignored:
+//! `poll_ready` comes before the request, so the key — and with it the circuit — is unknown
+//! until `call`, and a `call` cannot wait. `poll_ready` forwards the inner service's readiness;
+//! `call` checks the key's circuit and, when it is open, returns a ready
+//! [`CircuitOpen`](crate::circuit_breaker::error::CircuitOpen) error (with the key's name and
+//! `retry_after`) without calling the inner service. (The inner service's readiness is then
+//! unused until the next `call`, as with a fail-fast breaker.)
+//!
+//! [`fail_fast`](crate::circuit_breaker::Builder::fail_fast) is the only mode a breaker builder
+//! can select; the waiting mode is what a builder means when it selects none, and a keyed
+//! layer cannot offer it, so every key's breaker is built with `fail_fast()` applied — on the
+//! [`breaker`](Builder::breaker) settings and after [`configure`](Builder::configure). No
+//! setting can ask for a mode that is then not used, so there is nothing to reject. To *wait*
+//! on an open circuit instead, route with [`Failover`](crate::failover::Failover) over one
 //! default-mode breaker per destination.
 //!
 //! # Cost
 //!
-//! Each `call` locks one `std::sync::Mutex` around the key map for a hash lookup (and, for a
-//! new key, a circuit build), then admits on the key's circuit like a fail-fast breaker. This
-//! is the cold-ish path of a per-key router; keys that need a plain breaker's lock-free path should
-//! get their own [`CircuitBreakerLayer`](crate::circuit_breaker::CircuitBreakerLayer).
+//! Each service clone remembers the last few keys it called (8). A call on one of them compares
+//! keys, checks a flag and admits on the key's circuit like a fail-fast breaker: no hashing, no
+//! lock, no clock read, and no write to a cache line another thread writes, so clones used from
+//! several threads scale like a plain breaker's. Any other call hashes its key and takes one
+//! shard's read lock of the key map (the keys are spread over 16 shards); a new key also
+//! builds its circuit and takes the mutex that serialises changes to the set of keys.
+//! BENCHMARKS.md has the figures.
 //!
 //! # Per-key bulkheads
 //!
@@ -73,47 +83,51 @@
 //! bulkhead builder, named after the key; [`Breakers::bulkhead`] gives its handle), taken at
 //! `call` after the key's circuit admits. Because the key is unknown at `poll_ready`, a keyed
 //! bulkhead does not queue: a call over the key's limit fails at once with
-//! [`BulkheadFull`]. To queue per destination, give each
+//! [`BulkheadFull`](crate::bulkhead::error::BulkheadFull). To queue per destination, give each
 //! destination its own [`BulkheadLayer`](crate::bulkhead::BulkheadLayer) behind a
 //! [`Failover`](crate::failover::Failover) or a `Steer`.
 
 use std::fmt;
 use std::hash::Hash;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use crate::bulkhead::error::BulkheadFull;
-use crate::bulkhead::Permit;
-use crate::circuit_breaker::future::ResponseFuture as BreakerFuture;
-use crate::circuit_breaker::shared::Admission;
-use crate::circuit_breaker::{self as cb, DefaultClassifier, ResponseClassifier};
+use crate::circuit_breaker::{DefaultClassifier, ResponseClassifier};
 use crate::BoxError;
 
+mod cache;
 pub mod future;
 mod layer;
 mod registry;
 
+use cache::{Cache, Lookup};
 pub use future::ResponseFuture;
 pub use layer::{Builder, KeyedLayer, DEFAULT_MAX_KEYS};
 pub use registry::Breakers;
-use registry::Parts;
+use registry::Registry;
 
 /// A service gating each call on the circuit of the request's key; see the [module docs](self).
 ///
 /// `poll_ready` is the inner service's; `call` admits on the key's circuit (building it on
-/// first use) or returns a [`CircuitOpen`](crate::circuit_breaker::error::CircuitOpen) error without calling the inner service. The
-/// response future records the outcome on that key's circuit.
+/// first use) or returns a [`CircuitOpen`](crate::circuit_breaker::error::CircuitOpen) error
+/// without calling the inner service. The response future records the outcome on that key's
+/// circuit.
+///
+/// Each clone keeps its own cache of the keys it called last (see [Cost](self#cost)); a clone
+/// starts with an empty one.
 pub struct Keyed<S, K, F, C = DefaultClassifier> {
-    pub(super) inner: S,
-    pub(super) key_fn: F,
-    pub(super) breakers: Breakers<K, C>,
+    inner: S,
+    key_fn: F,
+    registry: Arc<Registry<K, C>>,
+    cache: Cache<K, C>,
 }
 
 impl<S, K, F, C> Keyed<S, K, F, C> {
     /// The per-key circuits (shared with the layer and every clone).
-    pub fn breakers(&self) -> Breakers<K, C> {
-        self.breakers.clone()
+    pub fn breakers(&self) -> Breakers<K> {
+        self.registry.breakers()
     }
 
     /// The inner service.
@@ -124,6 +138,21 @@ impl<S, K, F, C> Keyed<S, K, F, C> {
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
+    }
+}
+
+impl<S, K, F, C> Keyed<S, K, F, C>
+where
+    K: Hash + Eq + Clone + fmt::Display,
+    C: Clone,
+{
+    /// Puts `key`'s entry in cache slot `slot`, from the registry (building it on first use).
+    #[cold]
+    #[inline(never)]
+    fn fill(&mut self, slot: usize, key: K) -> Result<(), BoxError> {
+        let entry = self.registry.checkout(&key)?;
+        self.cache.fill(slot, key, entry);
+        Ok(())
     }
 }
 
@@ -143,51 +172,43 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let key = (self.key_fn)(&request);
-        let Parts {
-            owner,
-            classifier,
-            in_flight,
-            bulkhead,
-        } = match self.breakers.checkout(key) {
-            Ok(parts) => parts,
-            Err(error) => return ResponseFuture::failed(error.into()),
-        };
-        let shared = owner.shared();
-        let ticket = match shared.admit_fast() {
-            Some(ticket) => ticket,
-            None => match shared.admit_slow(None) {
-                Admission::Admitted(ticket) => ticket,
-                // Without a waiter `admit_slow` never asks to wait.
-                Admission::Rejected | Admission::Wait { .. } => {
-                    return ResponseFuture::rejected(shared.reject(), classifier)
-                }
+        let slot = match self.cache.lookup(&key) {
+            Lookup::Hit(slot) => slot,
+            Lookup::Miss(slot) => match self.fill(slot, key) {
+                Ok(()) => slot,
+                Err(error) => return ResponseFuture::failed(error),
             },
         };
-        let permit = match bulkhead {
-            None => None,
-            Some(bulkhead) if bulkhead.try_acquire() => Some(Permit::new(bulkhead)),
-            Some(bulkhead) => {
-                shared.release(ticket); // unused: no probe permit is spent on a full bulkhead
-                bulkhead.count(crate::bulkhead::queue::REJECTED);
-                trace_debug!(name = %shared.name(), "keyed bulkhead full");
-                return ResponseFuture::failed(BulkheadFull::new(shared.name().clone()).into());
-            }
+        let entry = self.cache.entry(slot);
+        let admitted = match entry.circuit.admit() {
+            Ok(admitted) => admitted,
+            Err(open) => return ResponseFuture::rejected(open, entry.classifier.clone()),
         };
-        let started = shared.start_time();
-        let guard = cb::guard::CallGuard::new(owner, ticket);
-        let future = BreakerFuture::called(self.inner.call(request), guard, started, classifier);
-        ResponseFuture::called(future, in_flight, permit)
+        let permit = match &entry.bulkhead {
+            None => None,
+            Some(bulkhead) => match bulkhead.try_acquire() {
+                Ok(permit) => Some(permit),
+                // `admitted` is dropped unused: a full bulkhead spends no probe permit.
+                Err(full) => return ResponseFuture::failed(full.into()),
+            },
+        };
+        let inner = &mut self.inner;
+        let future = admitted.call(entry.classifier.clone(), || inner.call(request));
+        ResponseFuture::called(future, permit)
     }
 }
 
 impl<S: Clone, K, F: Clone, C> Clone for Keyed<S, K, F, C> {
+    /// A clone shares the circuits, with an empty cache of its own.
     fn clone(&self) -> Self {
         Keyed {
             inner: self.inner.clone(),
             key_fn: self.key_fn.clone(),
-            breakers: self.breakers.clone(),
+            registry: self.registry.clone(),
+            cache: Cache::new(),
         }
     }
 }
@@ -196,7 +217,7 @@ impl<S: fmt::Debug, K: fmt::Debug, F, C> fmt::Debug for Keyed<S, K, F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keyed")
             .field("inner", &self.inner)
-            .field("breakers", &self.breakers)
+            .field("breakers", &self.breakers())
             .finish_non_exhaustive()
     }
 }

@@ -28,6 +28,7 @@ use std::time::Duration;
 use tower::Service;
 use tower_breaker::bulkhead::BulkheadLayer;
 use tower_breaker::circuit_breaker::CircuitBreakerLayer;
+use tower_breaker::keyed::KeyedLayer;
 use tower_layer::Layer;
 
 #[derive(Debug)]
@@ -112,6 +113,24 @@ pub fn bulkhead_layer() -> BulkheadLayer {
         .max_concurrent(1_000_000)
         .build()
         .unwrap()
+}
+
+/// A keyed breaker's key function, as a plain function pointer (so the layer type is nameable).
+pub type KeyFn = fn(&u64) -> u64;
+
+/// Every call on one key.
+pub fn one_key(_: &u64) -> u64 {
+    0
+}
+
+/// Calls cycle over eight keys (the argument increments by one per call).
+pub fn eight_keys(x: &u64) -> u64 {
+    x % 8
+}
+
+/// A keyed breaker with the default breaker settings per key (keyed breakers are fail-fast).
+pub fn keyed_layer(key_fn: KeyFn) -> KeyedLayer<u64, KeyFn> {
+    KeyedLayer::builder(key_fn).build().unwrap()
 }
 
 pub fn tr_breaker() -> impl Service<u64, Response = u64> + Clone + Send + 'static {
@@ -214,6 +233,8 @@ pub const VARIANTS: &[&str] = &[
     "breaker_fail_fast",
     "breaker_count_window_rate",
     "breaker_time_window_rate_slow",
+    "keyed_one_key",
+    "keyed_eight_keys",
     "bulkhead",
     "breaker_plus_bulkhead",
     "peer_failsafe",
@@ -233,6 +254,8 @@ pub fn maker(name: &str) -> Maker {
         "breaker_time_window_rate_slow" => {
             service_maker(breaker_time_window_slow_layer().layer(bare()))
         }
+        "keyed_one_key" => service_maker(keyed_layer(one_key).layer(bare())),
+        "keyed_eight_keys" => service_maker(keyed_layer(eight_keys).layer(bare())),
         "bulkhead" => service_maker(bulkhead_layer().layer(bare())),
         "breaker_plus_bulkhead" => {
             service_maker(breaker_default_layer().layer(bulkhead_layer().layer(bare())))
