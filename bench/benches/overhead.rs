@@ -208,6 +208,104 @@ mod failover {
     }
 }
 
+/// The same calls written the way an application writes them — `svc.ready().await?.call(x).await`
+/// for tower services, `breaker.call(future).await` for recloser and failsafe — inside an
+/// `async` block polled once per iteration. Compared with `closed_single_thread` (which drives
+/// `poll_ready`/`call`/`poll` by hand), this shows how much of each figure depends on the
+/// harness rather than on the middleware.
+mod async_style {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn poll_once<F: Future>(cx: &mut Context<'_>, future: F) {
+        let mut future = std::pin::pin!(future);
+        match future.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => {
+                black_box(&out);
+            }
+            std::task::Poll::Pending => panic!("not ready"),
+        }
+    }
+
+    fn bench_tower<S: Service<u64>>(b: Bencher<'_, '_>, mut svc: S) {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut x = 0u64;
+        b.bench_local(|| {
+            x = x.wrapping_add(1);
+            let x = black_box(x);
+            poll_once(&mut cx, async {
+                match svc.ready().await {
+                    Ok(ready) => ready.call(x).await.is_ok(),
+                    Err(_) => panic!("not ready"),
+                }
+            });
+        });
+    }
+
+    #[divan::bench]
+    fn a_bare(b: Bencher<'_, '_>) {
+        bench_tower(b, bare());
+    }
+
+    #[divan::bench]
+    fn breaker_default(b: Bencher<'_, '_>) {
+        bench_tower(b, breaker_default_layer().layer(bare()));
+    }
+
+    #[divan::bench]
+    fn breaker_count_window_rate(b: Bencher<'_, '_>) {
+        bench_tower(b, breaker_count_window_layer().layer(bare()));
+    }
+
+    #[divan::bench]
+    fn breaker_time_window_rate_slow(b: Bencher<'_, '_>) {
+        bench_tower(b, breaker_time_window_slow_layer().layer(bare()));
+    }
+
+    #[divan::bench]
+    fn peer_recloser(b: Bencher<'_, '_>) {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let recloser = recloser();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut x = 0u64;
+        b.bench_local(|| {
+            x = x.wrapping_add(1);
+            let x = black_box(x);
+            poll_once(&mut cx, async {
+                recloser.call(bare_future(x)).await.is_ok()
+            });
+        });
+    }
+
+    #[divan::bench]
+    fn peer_failsafe(b: Bencher<'_, '_>) {
+        use failsafe::futures::CircuitBreaker as _;
+        let rt = runtime();
+        let _guard = rt.enter();
+        let breaker = failsafe_breaker();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut x = 0u64;
+        b.bench_local(|| {
+            x = x.wrapping_add(1);
+            let x = black_box(x);
+            poll_once(&mut cx, async {
+                breaker.call(bare_future(x)).await.is_ok()
+            });
+        });
+    }
+
+    #[divan::bench]
+    fn peer_tower_resilience_circuitbreaker(b: Bencher<'_, '_>) {
+        bench_tower(b, tr_breaker());
+    }
+}
+
 /// Fail-fast mode with the circuit forced open: `poll_ready` is ready and `call` returns a
 /// `CircuitOpen` error (boxed into `BoxError`: one allocation, the only one a rejection makes).
 mod open_fail_fast {
