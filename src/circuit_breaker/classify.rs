@@ -76,7 +76,8 @@ pub trait ResponseClassifier<Res, Err> {
     type Response;
 
     /// Finishes the call: records an outcome through `recorder` now, or moves `recorder` into
-    /// the returned response to record later. Dropping the recorder unused records nothing
+    /// the returned response to record later — then call [`Recorder::head_arrived`] first, so a
+    /// half-open probe's timeout stops at the head. Dropping the recorder unused records nothing
     /// (the call is neutral); a panic here counts as a failure.
     fn classify_response(
         &self,

@@ -185,7 +185,8 @@ impl<C> Builder<C> {
     ///
     /// It covers the wait for the inner future's result — for HTTP, the response head. A
     /// classifier that defers its verdict to the body
-    /// ([`EndOfStream`](crate::http::EndOfStream), feature `http`) is not cut short by it: a
+    /// ([`EndOfStream`](crate::http::EndOfStream), feature `http`; see
+    /// [`Recorder::head_arrived`](super::Recorder::head_arrived)) is not cut short by it: a
     /// healthy stream longer than the probe timeout still closes the circuit. Bound stalled
     /// bodies with `EndOfStream::idle_timeout` instead.
     pub fn probe_timeout(mut self, d: Duration) -> Self {

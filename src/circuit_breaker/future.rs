@@ -114,7 +114,6 @@ where
                 };
                 *this.in_inner_poll = false;
                 let guard = this.guard.take().expect("polled after completion");
-                guard.responded();
                 // The classifier owns the guard (in the `Recorder`) while it runs, so that a
                 // panic in it drops the guard during unwinding, which records a failure.
                 let recorder = Recorder::new(guard, *this.started);

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use super::classify::Outcome;
 use super::shared::Shared;
 use super::ticket::PackedTicket;
-use crate::failover::scope;
 use crate::time::Stamp;
 
 /// Records the outcome of one admitted call, once.
@@ -39,8 +38,18 @@ impl Recorder {
     /// Records `outcome` for the call.
     #[inline]
     pub fn record(self, outcome: Outcome) {
-        scope::note_outcome(outcome);
         self.guard.finish(outcome, self.started);
+    }
+
+    /// Tells the breaker that the response head has arrived and the verdict now waits for the
+    /// body: a half-open probe's [`probe_timeout`](super::Builder::probe_timeout) stops counting
+    /// for this call, so a long healthy stream is not cut short by it. A [`ResponseClassifier`]
+    /// that moves the recorder into the response calls this first (this crate's `EndOfStream`
+    /// and `GrpcClassifier` do). A probe whose timeout had already run out is not rescued.
+    ///
+    /// [`ResponseClassifier`]: super::ResponseClassifier
+    pub fn head_arrived(&self) {
+        self.guard.responded();
     }
 }
 
@@ -72,9 +81,8 @@ impl CallGuard {
         }
     }
 
-    /// The inner service answered: a probe's `probe_timeout` covers only the wait for this,
-    /// so a streamed body that decides later is not cut short by it.
-    #[inline(always)]
+    /// The response head arrived and the verdict waits for the body (see
+    /// [`Recorder::head_arrived`]).
     pub(crate) fn responded(&self) {
         if let Some(ticket) = self.ticket {
             if ticket.is_probe() {

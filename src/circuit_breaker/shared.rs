@@ -324,6 +324,9 @@ impl Shared {
 
     #[inline(never)]
     fn record_general(&self, ticket: PackedTicket, outcome: Outcome, started: Option<Stamp>) {
+        // Only here, off the fast path: a `Failover` re-sending failures needs every verdict
+        // but a plain success, which it takes as the default for an `Ok` result.
+        crate::failover::scope::note_outcome(outcome);
         let started = started.map(|stamp| stamp.instant(self.origin));
         let (generation, probe) = match ticket.unpack() {
             Ticket::Unrecorded => return, // disabled records nothing

@@ -60,7 +60,10 @@ where
 /// - **failed**: its breaker's classifier called the result a
 ///   [`Failure`](crate::circuit_breaker::Outcome::Failure) or
 ///   [`Throttled`](crate::circuit_breaker::Outcome::Throttled) — an error, a 5xx, a 429, a failed
-///   half-open probe — or, for a member with no breaker, it returned an error.
+///   half-open probe — or it returned an error that no breaker called
+///   [`Ignored`](crate::circuit_breaker::Outcome::Ignored) (a member with no breaker; also an
+///   error a classifier calls a success, which the breakers do not report, to keep that report
+///   off their fastest path).
 ///
 /// It is never re-sent when the result was a success or
 /// [`Ignored`](crate::circuit_breaker::Outcome::Ignored) (a 4xx: the request itself is wrong),

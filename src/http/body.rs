@@ -121,6 +121,7 @@ impl<B: Body, T: EndClassifier> OutcomeBody<B, T> {
             recorder.record(eos.classify_end(None));
             OutcomeBody::new(inner, None, eos)
         } else {
+            recorder.head_arrived();
             OutcomeBody::new(inner, Some(recorder), eos)
         }
     }
