@@ -53,6 +53,14 @@ pub struct StreamEvents {
     pub(crate) rules: Arc<Rules>,
 }
 
+/// The NDJSON field that ends a stream when `true`, and its quoted form, built once, for the
+/// per-line search.
+#[derive(Clone)]
+pub(crate) struct DoneField {
+    pub(crate) field: Box<str>,
+    pub(crate) quoted: Box<[u8]>,
+}
+
 #[derive(Clone)]
 pub(crate) struct Rules {
     pub(crate) sse: bool,
@@ -60,7 +68,7 @@ pub(crate) struct Rules {
     pub(crate) success_events: Vec<Box<[u8]>>,
     pub(crate) error_events: Vec<Box<[u8]>>,
     pub(crate) throttle_types: Vec<Box<str>>,
-    pub(crate) ndjson_done: Option<Box<str>>,
+    pub(crate) ndjson_done: Option<DoneField>,
     pub(crate) custom: Option<EventClassifier>,
 }
 
@@ -154,8 +162,9 @@ impl StreamEvents {
     /// `"done": true`) ends the stream successfully, and a line that is a JSON object whose first
     /// key is `"error"` is an error, as in SSE.
     pub fn ndjson_done(self, field: impl AsRef<str>) -> Self {
-        let field = field.as_ref().into();
-        self.edit(|r| r.ndjson_done = Some(field))
+        let field: Box<str> = field.as_ref().into();
+        let quoted = format!("\"{field}\"").into_bytes().into();
+        self.edit(|r| r.ndjson_done = Some(DoneField { field, quoted }))
     }
 
     /// Runs `f` first on every complete event (every line, for NDJSON): `Some(outcome)` decides
@@ -191,7 +200,7 @@ impl fmt::Debug for StreamEvents {
             .field("success_events", &strs(&r.success_events))
             .field("error_events", &strs(&r.error_events))
             .field("throttle_types", &r.throttle_types)
-            .field("ndjson_done", &r.ndjson_done)
+            .field("ndjson_done", &r.ndjson_done.as_ref().map(|d| &d.field))
             .field("classify_event", &r.custom.as_ref().map(|_| "Fn(..)"))
             .finish()
     }

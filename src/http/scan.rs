@@ -268,9 +268,9 @@ impl Scanner {
         if starts_with_error_key(line) {
             return Some(self.error_outcome(line));
         }
-        let field = rules.ndjson_done.as_deref()?;
+        let done = rules.ndjson_done.as_ref()?;
         // Cheap test first (every line of an Ollama stream has `"done":false`), then parse.
-        (!truncated && mentions_true_field(line, field) && top_level_true(line, field))
+        (!truncated && mentions_true_field(line, &done.quoted) && top_level_true(line, &done.field))
             .then_some(Outcome::Success)
     }
 
@@ -338,9 +338,8 @@ fn error_type(data: &[u8]) -> Option<String> {
 }
 
 /// Whether `line` has `"field"` followed by `:` and `true` somewhere (a pre-filter).
-fn mentions_true_field(line: &[u8], field: &str) -> bool {
-    let quoted = format!("\"{field}\"");
-    memchr::memmem::find_iter(line, quoted.as_bytes()).any(|at| {
+fn mentions_true_field(line: &[u8], quoted: &[u8]) -> bool {
+    memchr::memmem::find_iter(line, quoted).any(|at| {
         let after = line[at + quoted.len()..].trim_ascii_start();
         after
             .strip_prefix(b":")
