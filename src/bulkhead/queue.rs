@@ -382,6 +382,91 @@ mod tests {
         s.release();
         assert_eq!(s.stats().available, 1);
     }
+    #[test]
+    fn the_slow_path_takes_a_permit_freed_after_the_fast_path_gave_up() {
+        // A release between `try_acquire` failing and `acquire_slow` taking the lock leaves a
+        // free permit and no waiters: the caller must take it, not queue behind nobody.
+        let s = shared(1, 3);
+        assert_eq!(
+            s.acquire_slow(futures::task::noop_waker_ref()),
+            Acquire::Acquired
+        );
+        assert_eq!(s.stats().active, 1);
+    }
+
+    #[test]
+    fn cancelling_a_waiter_that_was_not_granted_holds_no_permit() {
+        let s = shared(1, 3);
+        let noop = futures::task::noop_waker_ref();
+        assert!(s.try_acquire());
+        let Acquire::Queued(id) = s.acquire_slow(noop) else {
+            panic!("must queue");
+        };
+        assert!(!s.cancel(id));
+        assert!(!s.cancel(id), "gone: cancelling again holds nothing either");
+        s.release();
+        assert!(s.try_acquire(), "the flag is clear and the permit back");
+    }
+
+    /// Random sequences of every operation, checking after each one that the waiters flag is
+    /// set exactly while someone is queued (the fast paths trust it) and that no permit is lost
+    /// or made up.
+    #[test]
+    fn the_waiters_flag_and_the_permit_count_stay_exact() {
+        let noop = futures::task::noop_waker_ref();
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for _ in 0..200 {
+            let s = shared(2, 4);
+            let mut max = 2_usize;
+            let mut held = 0_usize;
+            let mut queued: Vec<u64> = Vec::new();
+            for _ in 0..60 {
+                match next(6) {
+                    0 => held += usize::from(s.try_acquire()),
+                    1 => match s.acquire_slow(noop) {
+                        Acquire::Acquired => held += 1,
+                        Acquire::Queued(id) => queued.push(id),
+                        Acquire::Full => assert_eq!(s.stats().queued, 4),
+                    },
+                    2 if held > 0 => {
+                        held -= 1;
+                        s.release();
+                    }
+                    3 if !queued.is_empty() => {
+                        let id = queued.remove(next(queued.len() as u64) as usize);
+                        held += usize::from(s.cancel(id));
+                    }
+                    4 => {
+                        max = next(4) as usize;
+                        s.resize(max);
+                    }
+                    _ => queued.retain(|&id| match s.poll_wait(id, noop) {
+                        WaitState::Granted => {
+                            held += 1;
+                            false
+                        }
+                        WaitState::Waiting => true,
+                    }),
+                }
+                let w = lock(&s.waiters);
+                let word = s.state.load(Ordering::Acquire);
+                assert_eq!(has_waiters(word), !w.queue.is_empty(), "flag vs queue");
+                let granted_unpolled = w.granted.len() as i64;
+                assert_eq!(
+                    permits(word),
+                    to_i64(max) - to_i64(held) - granted_unpolled,
+                    "permits = capacity - held - granted"
+                );
+                drop(w);
+            }
+        }
+    }
 }
 
 /// Model checks of the lock-free protocol: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
