@@ -45,7 +45,9 @@ async fn main() -> Result<(), tower_breaker::BoxError> {
         .build()?;
     let handle = breaker.handle();
     let svc = ServiceBuilder::new()
-        // A rejection reaches the client as grpc-status UNAVAILABLE (not tonic's UNKNOWN).
+        // A rejection already reaches the client as UNAVAILABLE (tonic reads the status in
+        // CircuitOpen's source chain); this layer answers with a response instead of an error,
+        // which matters to layers outside it.
         .layer(UnavailableOnOpenLayer::new())
         .layer(breaker)
         .service(channel);

@@ -8,7 +8,8 @@
 //!   [`CircuitOpen`](circuit_breaker::error::CircuitOpen) error (`fail_fast`).
 //! - [`bulkhead`]: bounds how many calls run at once, how many may wait, and for how long.
 //! - `http` (feature `http`): HTTP status and `Retry-After` classification, outcomes decided at
-//!   the end of the response body, `CircuitOpen` as a `503` response.
+//!   the end of the response body, the crate's rejections as `503` responses on servers (an
+//!   axum `Router` included).
 //! - `grpc` (feature `grpc`): `grpc-status` classification from headers and trailers,
 //!   `CircuitOpen` as `tonic::Status::unavailable`.
 //! - [`failover`]: sends each request to the highest-priority service that is ready, so an
@@ -16,6 +17,10 @@
 //! - [`keyed`]: one breaker per key taken from the request (provider, host, operation), with a
 //!   bounded number of keys.
 //! - [`health`]: an aggregate health report over named circuits, for a `/health` endpoint.
+//! - `metrics` (feature `metrics`): state, calls by outcome, transitions and bulkhead series for
+//!   the `metrics` facade (Prometheus, OpenTelemetry), pushed from existing counters.
+//! - `settings` (feature `serde`): breaker, bulkhead, keyed and failover settings read from
+//!   configuration files, validated, with errors that name the bad field's path.
 //! - [`retry`]: a `tower::retry::Policy` for outside the breaker: never retries into an open
 //!   circuit before its `retry_after`, honours server back-off hints, spends a retry budget.
 //!
@@ -78,7 +83,13 @@ pub mod health;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 pub mod keyed;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod retry;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod settings;
 
 pub use config_error::ConfigError;
 

@@ -157,8 +157,8 @@ async fn tonic_unavailable_trailers_only_and_after_streamed_messages() {
     assert_eq!(handle.state(), State::Open);
     assert_eq!(server.hits(), 2);
 
-    // Open: the RPC fails at once without reaching the server. tonic reports the transport
-    // error as UNKNOWN; the CircuitOpen is its source, and converts to UNAVAILABLE.
+    // Open: the RPC fails at once without reaching the server. tonic finds the UNAVAILABLE
+    // status in the CircuitOpen's source chain and keeps the CircuitOpen as its source.
     let status = client.check(check("")).await.unwrap_err();
     let open = grpc::circuit_open(&status).expect("a CircuitOpen behind the status");
     assert_eq!(open.name(), "health");

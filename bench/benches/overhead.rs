@@ -178,6 +178,93 @@ mod clone_per_call {
     }
 }
 
+/// The same services with and without registration with `tower_breaker::metrics::Metrics`, a
+/// recorder installed globally (for every variant of the run) and a report pushed before
+/// measuring: the series are pushed by reports and transition listeners, so the registered
+/// variants should cost what the unregistered ones do. Run alone with
+/// `cargo bench -p tower-breaker-benches --bench overhead -- metrics_registered`.
+mod metrics_registered {
+    use super::*;
+    use std::sync::OnceLock;
+    use tower_breaker::metrics::Metrics;
+
+    /// Installs the global recorder once per process, so the two variants of each pair run
+    /// under the same recorder.
+    fn recorder() {
+        static INSTALLED: OnceLock<()> = OnceLock::new();
+        INSTALLED.get_or_init(|| {
+            metrics_util::debugging::DebuggingRecorder::new()
+                .install()
+                .expect("the only recorder");
+        });
+    }
+
+    /// Reports once before the loop, so every series exists and holds values, and once after,
+    /// so the registration stays alive through the measurement.
+    fn registered<S: Service<u64>>(b: Bencher<'_, '_>, metrics: Metrics, svc: S) {
+        metrics.report();
+        bench_service(b, svc);
+        metrics.report();
+    }
+
+    #[divan::bench]
+    fn breaker_a_unregistered(b: Bencher<'_, '_>) {
+        recorder();
+        bench_service(b, breaker_default_layer().layer(bare()));
+    }
+
+    #[divan::bench]
+    fn breaker_registered(b: Bencher<'_, '_>) {
+        recorder();
+        let layer = breaker_default_layer();
+        let metrics = Metrics::new().breaker(layer.handle());
+        registered(b, metrics, layer.layer(bare()));
+    }
+
+    #[divan::bench]
+    fn breaker_plus_bulkhead_a_unregistered(b: Bencher<'_, '_>) {
+        recorder();
+        let svc = breaker_default_layer().layer(bulkhead_layer().layer(bare()));
+        bench_service(b, svc);
+    }
+
+    #[divan::bench]
+    fn breaker_plus_bulkhead_registered(b: Bencher<'_, '_>) {
+        recorder();
+        let breaker = breaker_default_layer();
+        let bulkhead = bulkhead_layer();
+        let metrics = Metrics::new()
+            .breaker(breaker.handle())
+            .bulkhead(bulkhead.handle());
+        registered(b, metrics, breaker.layer(bulkhead.layer(bare())));
+    }
+
+    #[divan::bench]
+    fn keyed_eight_keys_a_unregistered(b: Bencher<'_, '_>) {
+        recorder();
+        bench_service(b, keyed_layer(eight_keys).layer(bare()));
+    }
+
+    #[divan::bench]
+    fn keyed_eight_keys_registered(b: Bencher<'_, '_>) {
+        recorder();
+        let layer = keyed_layer(eight_keys);
+        let mut svc = layer.layer(bare());
+        // The eight keys exist before registration, so the first report sees them all.
+        {
+            let rt = runtime();
+            let _guard = rt.enter();
+            let waker = futures::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            for x in 0..8 {
+                drive(&mut svc, &mut cx, x);
+            }
+        }
+        let metrics = Metrics::new().keyed("bench", &layer.breakers());
+        registered(b, metrics, svc);
+    }
+}
+
 /// `Failover` over three members (each breaker + bulkhead over the bare service), the primary
 /// healthy, against calling the primary's stack directly: what routing costs when nothing is
 /// wrong. With `resend_failures`, each call also keeps a copy of its request and clones of the

@@ -5,9 +5,8 @@ use std::fmt;
 use http::{HeaderMap, Response, StatusCode};
 use http_body::Body;
 
-use super::{DEFAULT_FAILURE_CODES, GRPC_STATUS, UNKNOWN};
+use super::{metadata_retry_after, DEFAULT_FAILURE_CODES, GRPC_STATUS, UNKNOWN};
 use crate::circuit_breaker::{Classify, DefaultClassifier, Outcome, Recorder, ResponseClassifier};
-use crate::http::retry_after;
 use crate::http::{EndClassifier, OutcomeBody};
 
 /// Classifies gRPC responses by `grpc-status`, from headers or trailers.
@@ -15,7 +14,7 @@ use crate::http::{EndClassifier, OutcomeBody};
 /// | response | outcome |
 /// | --- | --- |
 /// | `grpc-status: 0` (OK) | [`Success`](Outcome::Success) |
-/// | a [failure code](GrpcClassifier::failure_codes) (default [`DEFAULT_FAILURE_CODES`]) with a back-off hint (`grpc-retry-pushback-ms`, see [`retry_after::parse`]) | [`Throttled { retry_after: Some(hint) }`](Outcome::Throttled) |
+/// | a [failure code](GrpcClassifier::failure_codes) (default [`DEFAULT_FAILURE_CODES`]) with a back-off hint: `grpc-retry-pushback-ms`, else a `google.rpc.RetryInfo` in `grpc-status-details-bin` (see [`metadata_retry_after`]) | [`Throttled { retry_after: Some(hint) }`](Outcome::Throttled) |
 /// | a failure code | [`Failure`](Outcome::Failure) |
 /// | any other code (`NOT_FOUND`, `INVALID_ARGUMENT`, `CANCELLED`, ...) | [`Ignored`](Outcome::Ignored): the server answered |
 /// | an unparseable `grpc-status` | as `UNKNOWN` |
@@ -62,7 +61,8 @@ impl GrpcClassifier {
     }
 
     /// Classifies a gRPC status `code`, reading a back-off hint from `metadata` (the trailers or
-    /// trailers-only headers it came in).
+    /// trailers-only headers it came in) with [`metadata_retry_after`]. The hint is only looked
+    /// for when the code is a failure, so a successful call never decodes status details.
     pub fn classify_code(&self, code: i32, metadata: &HeaderMap) -> Outcome {
         if code == 0 {
             return Outcome::Success;
@@ -70,7 +70,7 @@ impl GrpcClassifier {
         if !(0..32).contains(&code) || self.failures & (1 << code) == 0 {
             return Outcome::Ignored;
         }
-        match retry_after::parse(metadata) {
+        match metadata_retry_after(metadata) {
             Some(hint) => Outcome::Throttled {
                 retry_after: Some(hint),
             },

@@ -7,12 +7,27 @@ use crate::circuit_breaker::error::CircuitOpen;
 use crate::http::retry_after;
 
 /// Wraps a fail-fast breaker (or any service with boxed errors) so that a [`CircuitOpen`]
-/// rejection becomes a trailers-only gRPC response with `grpc-status: 14` (`UNAVAILABLE`),
-/// instead of an error tonic would report as `UNKNOWN`. Other errors pass through.
+/// rejection becomes a trailers-only gRPC *response* with `grpc-status: 14` (`UNAVAILABLE`)
+/// instead of an *error*. Other errors pass through.
+///
+/// A tonic client does not need it for the right code: tonic finds the `UNAVAILABLE` status a
+/// `CircuitOpen` carries as its source and reports the same code, message and
+/// `grpc-retry-pushback-ms` either way (see [`grpc`](super#errors-as-grpc-statuses)). What it
+/// still changes:
+///
+/// - Layers outside it (retry policies, metrics, logging) see an `Ok` gRPC response rather
+///   than an `Err`; and a server that is not tonic's — a gRPC proxy served by hyper directly,
+///   which resets the HTTP/2 stream when its service fails — answers with the status.
+/// - The client's status is parsed from the response, so it has no source and
+///   [`circuit_open`](super::circuit_open) cannot tell the rejection from an `UNAVAILABLE`
+///   sent by the server; without the layer it can.
+///
+/// Bulkhead rejections pass through as errors (tonic maps them to `RESOURCE_EXHAUSTED`).
 ///
 /// The response carries the breaker's name in `grpc-message` and, when known, the time until
 /// the circuit admits again in `grpc-retry-pushback-ms`, so a client retry policy (or
-/// [`status_retry_after`](super::status_retry_after)) can honour it. The response body is `B::default()` (empty).
+/// [`status_retry_after`](super::status_retry_after)) can honour it. The response body is
+/// `B::default()` (empty).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UnavailableOnOpenLayer {
     _priv: (),

@@ -1,5 +1,5 @@
 //! HTTP awareness (feature `http`): status and back-off hint classification, outcomes decided
-//! at the end of the response body, and [`CircuitOpen`] as a `503` response.
+//! at the end of the response body, and the crate's rejections as `503` responses on servers.
 //!
 //! For HTTP clients a failure is often an `Ok` response — a 5xx, a 429 — or a status that only
 //! arrives at the end of the body: a gRPC error in trailers, an SSE stream that breaks half-way.
@@ -19,8 +19,10 @@
 //!   `[DONE]`, `message_stop`, `event: error`, ...), a body error, an [idle
 //!   timeout](EndOfStream::idle_timeout), or its end. The `grpc` feature's
 //!   [`GrpcClassifier`](crate::grpc::GrpcClassifier) builds on it.
-//! - [`circuit_open_response`]: turns a [`CircuitOpen`] into `503 Service Unavailable` with
-//!   `Retry-After`, for axum's `HandleErrorLayer` or any server.
+//! - [`server::RejectionResponseLayer`]: in front of a breaker or bulkhead on a server (an axum
+//!   `Router`, hyper), answers `CircuitOpen` with `503 Service Unavailable` and `Retry-After`,
+//!   bulkhead rejections with `503` (or a chosen status), other errors with `500`; its error type
+//!   is `Infallible`. [`circuit_open_response`] makes the `CircuitOpen` response on its own.
 //!
 //! ```
 //! use std::time::Duration;
@@ -197,6 +199,7 @@ pub mod rate_limit;
 mod reqwest;
 pub mod retry_after;
 mod scan;
+pub mod server;
 
 pub use body::{CleanEnd, EndClassifier, OutcomeBody};
 pub use classify::{HttpClassifier, StatusSet};
