@@ -459,4 +459,69 @@ mod tests {
         let t = m.advance(second + Duration::from_secs(5), &cfg).unwrap();
         assert_eq!(t.reason, Reason::ProbeTimedOut);
     }
+
+    fn probe(ticket: Ticket) -> (u32, u32) {
+        match ticket {
+            Ticket::Probe { generation, id } => (generation, id),
+            other => panic!("not a probe: {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outstanding_probes_have_distinct_ids() {
+        let cfg = cfg();
+        let t0 = Instant::now();
+        let mut m = Machine::new();
+        m.trip(0, Reason::ProbeFailed, t0, &cfg);
+        let now = t0 + Duration::from_secs(60);
+        m.advance(now, &cfg);
+        let (generation, a) = probe(m.admit(now, &cfg).unwrap());
+        let (_, b) = probe(m.admit(now, &cfg).unwrap());
+        assert_ne!(a, b);
+        assert!(m.release_probe(generation, a));
+        let (_, c) = probe(m.admit(now, &cfg).unwrap());
+        assert_ne!(c, b, "a re-issued id is not one still outstanding");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_times_out_from_when_its_call_started() {
+        let cfg = cfg(); // probe_timeout 5 s
+        let t0 = Instant::now();
+        let mut m = Machine::new();
+        m.trip(0, Reason::ProbeFailed, t0, &cfg);
+        let admitted = t0 + Duration::from_secs(60);
+        m.advance(admitted, &cfg);
+        let (generation, id) = probe(m.admit(admitted, &cfg).unwrap());
+        // Admitted in poll_ready, called 3 s later: the timeout counts from the call.
+        let called = admitted + Duration::from_secs(3);
+        m.probe_started(generation, id, called);
+        assert!(m.advance(admitted + Duration::from_secs(5), &cfg).is_none());
+        assert!(m
+            .advance(called + Duration::from_millis(4_999), &cfg)
+            .is_none());
+        let t = m.advance(called + Duration::from_secs(5), &cfg).unwrap();
+        assert_eq!(t.reason, Reason::ProbeTimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_probe_frees_nothing_in_a_later_half_open_phase() {
+        let cfg = cfg();
+        let t0 = Instant::now();
+        let mut m = Machine::new();
+        m.trip(0, Reason::ProbeFailed, t0, &cfg);
+        let first = t0 + Duration::from_secs(60);
+        m.advance(first, &cfg);
+        let (stale, _) = probe(m.admit(first, &cfg).unwrap());
+        // That probe times out; the next half-open phase admits a probe of its own.
+        m.advance(first + Duration::from_secs(5), &cfg).unwrap();
+        let second = m.open_until().unwrap();
+        m.advance(second, &cfg).unwrap();
+        let (current, id) = probe(m.admit(second, &cfg).unwrap());
+        assert_ne!(stale, current);
+        assert!(
+            !m.release_probe(stale, id),
+            "an old generation frees nothing"
+        );
+        assert!(m.release_probe(current, id));
+    }
 }
