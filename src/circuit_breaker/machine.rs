@@ -524,4 +524,30 @@ mod tests {
         );
         assert!(m.release_probe(current, id));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_adaptive_base_does_not_switch_on_back_off_the_configuration_left_off() {
+        // `max_open_duration` equal to `open_duration`: back-off is off, whatever base the
+        // adaptive table sets, so a re-trip opens for the base again.
+        let cfg = CircuitBreakerLayer::builder()
+            .open_duration(Duration::from_secs(60))
+            .max_open_duration(Duration::from_secs(60))
+            .build()
+            .unwrap()
+            .config()
+            .clone();
+        let t0 = Instant::now();
+        let mut m = Machine::new();
+        m.set_base_open(Duration::from_secs(10));
+        m.trip(0, Reason::ConsecutiveFailures(5), t0, &cfg).unwrap();
+        let mut now = t0;
+        for _ in 0..3 {
+            assert_eq!(m.retry_after(now), Some(Duration::from_secs(10)));
+            now = m.open_until().unwrap();
+            m.advance(now, &cfg).unwrap();
+            let (generation, id) = probe(m.admit(now, &cfg).unwrap());
+            m.probe_finished(generation, id, ProbeResult::Failure, now, &cfg);
+        }
+        assert_eq!(m.retry_after(now), Some(Duration::from_secs(10)));
+    }
 }
