@@ -111,3 +111,43 @@ async fn a_queued_caller_polled_from_a_new_task_is_woken_there() {
     assert!(second.is_woken(), "the task now waiting is woken");
     assert_ready_ok!(second.enter(|cx, _| waiter.poll_ready(cx)));
 }
+
+/// `Shared::probe_started` replaced with `()`: a probe admitted by `poll_ready` but called
+/// later has its `probe_timeout` counted from the call, not from the admission — a caller that
+/// readies a service and calls it a while later does not have its probe timed out early.
+#[tokio::test(start_paused = true)]
+async fn a_probe_timeout_counts_from_the_call_not_from_poll_ready() {
+    let layer = CircuitBreakerLayer::builder()
+        .consecutive_failures(1)
+        .open_duration(Duration::from_secs(5))
+        .half_open_permits(1)
+        .success_threshold(1)
+        .probe_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let (mock, mut upstream) = tower_test::mock::pair::<bool, ()>();
+    let mut svc = layer.layer(mock);
+    let mut task = tokio_test::task::spawn(());
+    upstream.allow(2);
+
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+    let failed = svc.call(false);
+    upstream.next_request().await.unwrap().1.send_error("down");
+    assert!(failed.await.is_err());
+    assert_eq!(handle.state(), State::Open);
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    // Admitted as the probe now, called 6 s later; its call then runs for 6 s more.
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let mut probe = tokio_test::task::spawn(svc.call(true));
+    let (_, respond) = upstream.next_request().await.unwrap();
+    assert_pending!(probe.poll());
+    tokio::time::advance(Duration::from_secs(6)).await;
+    // 12 s after admission but 6 s after the call: not timed out.
+    assert_eq!(handle.state(), State::HalfOpen);
+    respond.send_response(());
+    assert_ready_ok!(probe.poll());
+    assert_eq!(handle.state(), State::Closed);
+}
