@@ -75,6 +75,9 @@ pub use time::loom_clock;
 pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod failover;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod fleet;
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub mod grpc;

@@ -265,6 +265,43 @@ mod metrics_registered {
     }
 }
 
+/// A breaker shared with a `tower_breaker::fleet::Fleet` next to the same breaker unshared, in
+/// one run: sharing adds a transition listener and a failure hook, never work on an admitted
+/// success. The fleet's task runs on a runtime of its own (another thread), against
+/// `TOWER_BREAKER_BENCH_REDIS` if set (e.g. `redis://127.0.0.1:6379/`), else a port where
+/// nothing listens (it keeps reconnecting meanwhile); either way the call path is the same.
+/// `cargo bench -p tower-breaker-benches --bench overhead -- fleet_shared`.
+mod fleet_shared {
+    use super::*;
+    use tower_breaker::fleet::Fleet;
+
+    #[divan::bench]
+    fn breaker_a_unshared(b: Bencher<'_, '_>) {
+        bench_service(b, breaker_default_layer().layer(bare()));
+    }
+
+    #[divan::bench]
+    fn breaker_shared(b: Bencher<'_, '_>) {
+        let fleet_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = std::env::var("TOWER_BREAKER_BENCH_REDIS")
+            .unwrap_or_else(|_| "redis://127.0.0.1:1/".to_owned());
+        let fleet = Fleet::builder()
+            .url(url)
+            .fleet("bench")
+            .runtime(fleet_rt.handle().clone())
+            .build()
+            .unwrap();
+        let layer = breaker_default_layer();
+        fleet.share(&layer.handle());
+        bench_service(b, layer.layer(bare()));
+        fleet.shutdown();
+    }
+}
+
 /// `Failover` over three members (each breaker + bulkhead over the bare service), the primary
 /// healthy, against calling the primary's stack directly: what routing costs when nothing is
 /// wrong. With `resend_failures`, each call also keeps a copy of its request and clones of the

@@ -64,6 +64,12 @@ pub(crate) struct Machine {
     jitter: Jitter,
     /// The open duration of a first trip: `open_duration`, or the adaptive row's.
     base_open: Option<Duration>,
+    /// For a circuit shared by a fleet: how long a half-open phase holds its probes back while
+    /// the fleet decides which process probes (`None`: probes go at once).
+    lease_wait: Option<Duration>,
+    /// While half-open and waiting for that decision: when the wait ends anyway, so a fleet
+    /// that never answers cannot keep the circuit from probing.
+    lease_pending_until: Option<Instant>,
 }
 
 impl Machine {
@@ -80,6 +86,8 @@ impl Machine {
             history: VecDeque::new(),
             jitter: Jitter::new(),
             base_open: None,
+            lease_wait: None,
+            lease_pending_until: None,
         }
     }
 
@@ -117,7 +125,9 @@ impl Machine {
     pub(crate) fn has_free_permit(&self, cfg: &Config) -> bool {
         match self.state {
             State::Closed | State::Disabled => true,
-            State::HalfOpen => self.probes_admitted < cfg.half_open_permits,
+            State::HalfOpen => {
+                self.lease_pending_until.is_none() && self.probes_admitted < cfg.half_open_permits
+            }
             State::Open | State::ForcedOpen => false,
         }
     }
@@ -136,6 +146,11 @@ impl Machine {
         match self.state {
             State::Open if self.open_until.is_some_and(|t| now >= t) => {
                 Some(self.go(State::HalfOpen, Reason::OpenElapsed, now, cfg, None))
+            }
+            State::HalfOpen if self.lease_pending_until.is_some_and(|t| now >= t) => {
+                // The fleet did not decide in time: probe locally, as an unshared circuit would.
+                self.lease_pending_until = None;
+                None
             }
             State::HalfOpen => {
                 let timeout = cfg.probe_timeout?;
@@ -156,6 +171,9 @@ impl Machine {
         match self.state {
             State::Closed => Ok(Ticket::Closed { generation }),
             State::Disabled => Ok(Ticket::Unrecorded),
+            State::HalfOpen if self.lease_pending_until.is_some() => Err(Refusal {
+                wake_at: self.lease_pending_until,
+            }),
             State::HalfOpen if self.probes_admitted < cfg.half_open_permits => {
                 self.probes_admitted += 1;
                 let id = self.take_probe_id();
@@ -290,6 +308,50 @@ impl Machine {
         self.go(to, reason, now, cfg, None)
     }
 
+    /// Makes half-open phases wait up to `wait` for [`grant_probes`](Self::grant_probes) before
+    /// admitting probes (a fleet lets one process probe per phase).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the fleet
+    pub(crate) fn require_probe_lease(&mut self, wait: Duration) {
+        self.lease_wait = Some(wait);
+    }
+
+    /// This process may probe in the current half-open phase. Returns whether that changed
+    /// anything (so waiters are woken).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the fleet
+    pub(crate) fn grant_probes(&mut self) -> bool {
+        self.state == State::HalfOpen && self.lease_pending_until.take().is_some()
+    }
+
+    /// Applies what another process of the fleet decided. `Open` opens for `open_for` (the
+    /// remaining time of the other process's open phase) unless the circuit is forced open or
+    /// disabled here; `Closed` closes an open or half-open circuit. `manual` also lets the
+    /// fleet force the circuit open or closed over any local state.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the fleet
+    pub(crate) fn apply_remote(
+        &mut self,
+        to: State,
+        open_for: Option<Duration>,
+        manual: bool,
+        now: Instant,
+        cfg: &Config,
+    ) -> Option<Transition> {
+        let local = self.state;
+        let applies = match (to, manual) {
+            (State::ForcedOpen, true) => local != State::ForcedOpen,
+            (State::Closed, true) => local != State::Closed,
+            (State::Open, false) => matches!(local, State::Closed | State::HalfOpen | State::Open),
+            (State::Closed, false) => matches!(local, State::Open | State::HalfOpen),
+            _ => false,
+        };
+        if !applies {
+            return None;
+        }
+        if to == State::Closed {
+            self.retrips = 0;
+        }
+        Some(self.go(to, Reason::Fleet, now, cfg, open_for))
+    }
+
     fn go(
         &mut self,
         to: State,
@@ -305,6 +367,10 @@ impl Machine {
         self.probes_admitted = 0;
         self.probe_successes = 0;
         self.open_until = None;
+        self.lease_pending_until = match to {
+            State::HalfOpen => self.lease_wait.map(|wait| now + wait),
+            _ => None,
+        };
         match to {
             State::Open => {
                 let reopened = from == State::HalfOpen;
@@ -344,210 +410,4 @@ impl Machine {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::circuit_breaker::CircuitBreakerLayer;
-
-    fn cfg() -> Config {
-        CircuitBreakerLayer::builder()
-            .half_open_permits(2)
-            .success_threshold(2)
-            .probe_timeout(Duration::from_secs(5))
-            .history_len(3)
-            .build()
-            .unwrap()
-            .config()
-            .clone()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn full_cycle_with_generations() {
-        let cfg = cfg();
-        let t0 = Instant::now();
-        let mut m = Machine::new();
-        assert!(
-            m.trip(1, Reason::ConsecutiveFailures(5), t0, &cfg)
-                .is_none(),
-            "stale generation"
-        );
-        let t = m.trip(0, Reason::ConsecutiveFailures(5), t0, &cfg).unwrap();
-        assert_eq!((t.from, t.to), (State::Closed, State::Open));
-        assert_eq!(m.generation(), 1);
-        // Inclusive deadline.
-        assert!(m
-            .advance(t0 + Duration::from_millis(59_999), &cfg)
-            .is_none());
-        let t = m.advance(t0 + Duration::from_secs(60), &cfg).unwrap();
-        assert_eq!(t.to, State::HalfOpen);
-        let now = t0 + Duration::from_secs(60);
-        let a = m.admit(now, &cfg).unwrap();
-        let b = m.admit(now, &cfg).unwrap();
-        let refused = m.admit(now, &cfg).unwrap_err();
-        assert_eq!(refused.wake_at, Some(now + Duration::from_secs(5)));
-        let Ticket::Probe { generation, id } = a else {
-            panic!()
-        };
-        assert!(
-            m.release_probe(generation, id),
-            "dropped probe frees its permit"
-        );
-        assert!(!m.release_probe(generation, id), "only once");
-        let a = m.admit(now, &cfg).unwrap();
-        for ticket in [a, b] {
-            let Ticket::Probe { generation, id } = ticket else {
-                panic!()
-            };
-            let (t, _) = m.probe_finished(generation, id, ProbeResult::Success, now, &cfg);
-            if let Some(t) = t {
-                assert_eq!(t.reason, Reason::ProbesSucceeded(2));
-            }
-        }
-        assert_eq!(m.state(), State::Closed);
-        assert_eq!(m.history().count(), 3, "bounded history keeps the newest");
-        assert_eq!(m.history().last().unwrap().to, State::Closed);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn probe_timeout_reopens_and_late_result_is_ignored() {
-        let cfg = cfg();
-        let t0 = Instant::now();
-        let mut m = Machine::new();
-        m.trip(0, Reason::ProbeFailed, t0, &cfg);
-        let now = t0 + Duration::from_secs(60);
-        m.advance(now, &cfg);
-        let Ticket::Probe { generation, id } = m.admit(now, &cfg).unwrap() else {
-            panic!()
-        };
-        assert!(m
-            .advance(now + Duration::from_millis(4_999), &cfg)
-            .is_none());
-        let t = m.advance(now + Duration::from_secs(5), &cfg).unwrap();
-        assert_eq!((t.to, t.reason), (State::Open, Reason::ProbeTimedOut));
-        let (t, freed) = m.probe_finished(generation, id, ProbeResult::Success, now, &cfg);
-        assert!(t.is_none() && !freed);
-        assert_eq!(m.state(), State::Open);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_probe_that_responded_is_no_longer_timed() {
-        let cfg = cfg();
-        let t0 = Instant::now();
-        let mut m = Machine::new();
-        m.trip(0, Reason::ProbeFailed, t0, &cfg);
-        let now = t0 + Duration::from_secs(60);
-        m.advance(now, &cfg);
-        let Ticket::Probe { generation, id } = m.admit(now, &cfg).unwrap() else {
-            panic!()
-        };
-        let second = now + Duration::from_secs(1);
-        m.admit(second, &cfg).unwrap();
-        m.probe_responded(generation + 1, id); // another generation's: no effect
-        assert_eq!(
-            m.admit(now, &cfg).unwrap_err().wake_at,
-            Some(now + Duration::from_secs(5))
-        );
-        m.probe_responded(generation, id);
-        // Only the other probe's deadline is left to wake for.
-        assert_eq!(
-            m.admit(now, &cfg).unwrap_err().wake_at,
-            Some(second + Duration::from_secs(5))
-        );
-        // The first probe's deadline has passed, and it does not reopen the circuit.
-        assert!(m.advance(now + Duration::from_secs(5), &cfg).is_none());
-        assert_eq!(m.state(), State::HalfOpen);
-        // The other probe never responded: its timeout still reopens.
-        let t = m.advance(second + Duration::from_secs(5), &cfg).unwrap();
-        assert_eq!(t.reason, Reason::ProbeTimedOut);
-    }
-
-    fn probe(ticket: Ticket) -> (u32, u32) {
-        match ticket {
-            Ticket::Probe { generation, id } => (generation, id),
-            other => panic!("not a probe: {other:?}"),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn outstanding_probes_have_distinct_ids() {
-        let cfg = cfg();
-        let t0 = Instant::now();
-        let mut m = Machine::new();
-        m.trip(0, Reason::ProbeFailed, t0, &cfg);
-        let now = t0 + Duration::from_secs(60);
-        m.advance(now, &cfg);
-        let (generation, a) = probe(m.admit(now, &cfg).unwrap());
-        let (_, b) = probe(m.admit(now, &cfg).unwrap());
-        assert_ne!(a, b);
-        assert!(m.release_probe(generation, a));
-        let (_, c) = probe(m.admit(now, &cfg).unwrap());
-        assert_ne!(c, b, "a re-issued id is not one still outstanding");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_probe_times_out_from_when_its_call_started() {
-        let cfg = cfg(); // probe_timeout 5 s
-        let t0 = Instant::now();
-        let mut m = Machine::new();
-        m.trip(0, Reason::ProbeFailed, t0, &cfg);
-        let admitted = t0 + Duration::from_secs(60);
-        m.advance(admitted, &cfg);
-        let (generation, id) = probe(m.admit(admitted, &cfg).unwrap());
-        // Admitted in poll_ready, called 3 s later: the timeout counts from the call.
-        let called = admitted + Duration::from_secs(3);
-        m.probe_started(generation, id, called);
-        assert!(m.advance(admitted + Duration::from_secs(5), &cfg).is_none());
-        assert!(m
-            .advance(called + Duration::from_millis(4_999), &cfg)
-            .is_none());
-        let t = m.advance(called + Duration::from_secs(5), &cfg).unwrap();
-        assert_eq!(t.reason, Reason::ProbeTimedOut);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_stale_probe_frees_nothing_in_a_later_half_open_phase() {
-        let cfg = cfg();
-        let t0 = Instant::now();
-        let mut m = Machine::new();
-        m.trip(0, Reason::ProbeFailed, t0, &cfg);
-        let first = t0 + Duration::from_secs(60);
-        m.advance(first, &cfg);
-        let (stale, _) = probe(m.admit(first, &cfg).unwrap());
-        // That probe times out; the next half-open phase admits a probe of its own.
-        m.advance(first + Duration::from_secs(5), &cfg).unwrap();
-        let second = m.open_until().unwrap();
-        m.advance(second, &cfg).unwrap();
-        let (current, id) = probe(m.admit(second, &cfg).unwrap());
-        assert_ne!(stale, current);
-        assert!(
-            !m.release_probe(stale, id),
-            "an old generation frees nothing"
-        );
-        assert!(m.release_probe(current, id));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_adaptive_base_does_not_switch_on_back_off_the_configuration_left_off() {
-        // `max_open_duration` equal to `open_duration`: back-off is off, whatever base the
-        // adaptive table sets, so a re-trip opens for the base again.
-        let cfg = CircuitBreakerLayer::builder()
-            .open_duration(Duration::from_secs(60))
-            .max_open_duration(Duration::from_secs(60))
-            .build()
-            .unwrap()
-            .config()
-            .clone();
-        let t0 = Instant::now();
-        let mut m = Machine::new();
-        m.set_base_open(Duration::from_secs(10));
-        m.trip(0, Reason::ConsecutiveFailures(5), t0, &cfg).unwrap();
-        let mut now = t0;
-        for _ in 0..3 {
-            assert_eq!(m.retry_after(now), Some(Duration::from_secs(10)));
-            now = m.open_until().unwrap();
-            m.advance(now, &cfg).unwrap();
-            let (generation, id) = probe(m.admit(now, &cfg).unwrap());
-            m.probe_finished(generation, id, ProbeResult::Failure, now, &cfg);
-        }
-        assert_eq!(m.retry_after(now), Some(Duration::from_secs(10)));
-    }
-}
+mod tests;

@@ -84,6 +84,8 @@ mod backoff;
 mod classify;
 mod config;
 pub mod error;
+#[cfg(feature = "redis")]
+mod fleet_apply;
 pub mod future;
 pub(crate) mod guard;
 mod handle;

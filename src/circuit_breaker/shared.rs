@@ -74,6 +74,8 @@ use crate::striped::Counters;
 use crate::sync::{lock, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::time::Stamp;
 
+#[cfg(feature = "redis")]
+mod fleet;
 mod word;
 pub(crate) use word::Word;
 
@@ -119,7 +121,15 @@ pub(crate) struct Shared {
     adaptive: Option<Adaptive>,
     cold: Mutex<Cold>,
     listeners: Mutex<Vec<Listener>>,
+    /// Told of each failure counted in a closed circuit, so a fleet can count failures across
+    /// processes. Set at most once; only failures (never the success fast path) look at it.
+    #[cfg(feature = "redis")]
+    failure_hook: std::sync::OnceLock<FailureHook>,
 }
+
+/// See [`Shared::set_failure_hook`].
+#[cfg(feature = "redis")]
+pub(crate) type FailureHook = Box<dyn Fn() + Send + Sync>;
 
 struct Cold {
     machine: Machine,
@@ -155,6 +165,8 @@ impl Shared {
                 waiters: Waiters::default(),
             }),
             listeners: Mutex::new(Vec::new()),
+            #[cfg(feature = "redis")]
+            failure_hook: std::sync::OnceLock::new(),
             config,
         }
     }
@@ -394,6 +406,12 @@ impl Shared {
         let Some(streak) = self.update_streak(generation, failed) else {
             return; // a late result from an earlier generation
         };
+        #[cfg(feature = "redis")]
+        if failed {
+            if let Some(hook) = self.failure_hook.get() {
+                hook();
+            }
+        }
         if let Some(reason) = rules.streak_trip(failed, streak) {
             return self.trip(generation, reason);
         }

@@ -90,6 +90,9 @@ pub enum Reason {
     Disabled,
     /// [`Handle::reset`](super::Handle::reset).
     Reset,
+    /// Another process of the fleet tripped, closed or forced the circuit of the same name
+    /// (feature `redis`, `fleet` module).
+    Fleet,
 }
 
 impl fmt::Display for Reason {
@@ -106,6 +109,7 @@ impl fmt::Display for Reason {
             Reason::ForcedOpen => f.write_str("forced open"),
             Reason::ForcedClosed => f.write_str("forced closed"),
             Reason::Disabled => f.write_str("disabled"),
+            Reason::Fleet => f.write_str("shared by the fleet"),
             Reason::Reset => f.write_str("reset"),
         }
     }

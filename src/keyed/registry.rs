@@ -70,7 +70,16 @@ trait Keys<K>: Send + Sync {
     fn evicted(&self) -> u64;
     fn max_keys(&self) -> usize;
     fn idle_timeout(&self) -> Option<Duration>;
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the fleet
+    fn create_if_room(&self, key: K) -> Option<Handle>;
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the fleet
+    fn watch_new_keys(&self, hook: NewKeyHook<K>) -> Vec<(K, Handle)>;
 }
+
+/// Told about each key the registry builds, after it is in the registry and with no lock held
+/// (the fleet shares keys as they appear). It runs on the thread that built the key — for a
+/// call's first use of a key, the caller's — so it must not block.
+pub(crate) type NewKeyHook<K> = Arc<dyn Fn(&K, &Handle) + Send + Sync>;
 
 /// One key's circuit, classifier and bulkhead, shared by the registry, the service clones
 /// that cached it and (through the circuit's owners) its calls in flight.
@@ -224,6 +233,9 @@ pub(super) struct Registry<K, C> {
     shards: Box<[Shard<K, C>]>,
     books: Mutex<Books>,
     evicted: AtomicU64,
+    /// See [`NewKeyHook`]. Locked only under the books, to add to or copy the list, so a hook
+    /// added while keys are created sees every key the listing it came with does not.
+    hooks: Mutex<Vec<NewKeyHook<K>>>,
 }
 
 impl<K, C> Registry<K, C> {
@@ -256,6 +268,7 @@ impl<K, C> Registry<K, C> {
                 last_sweep: crate::time::now(),
             }),
             evicted: AtomicU64::new(0),
+            hooks: Mutex::new(Vec::new()),
         }
     }
 
@@ -330,6 +343,44 @@ where
             self.make_room(&mut books, now);
             books.unpinned += 1;
         }
+        let told = self.insert(&mut books, key, &entry, now, pin);
+        drop(books);
+        tell(told, &entry);
+        Ok(entry)
+    }
+
+    /// Adds `key` as a call would (unpinned, counted towards `max_keys`) if that takes no
+    /// eviction: idle keys are swept when due, but no live key makes way. For the fleet, which
+    /// creates keys that other processes tripped and must not push out the keys this process
+    /// uses. `None` when there is no room, or the key's circuit cannot be built.
+    fn add_if_room(&self, key: K) -> Option<Handle> {
+        let entry = self.build_entry(&key).ok()?;
+        let now = crate::time::now();
+        let mut books = lock(&self.books);
+        if let Some(existing) = read(&self.shard(&key).map).get(&key) {
+            return Some(existing.entry.circuit.handle());
+        }
+        self.sweep_if_due(&mut books, now);
+        if books.unpinned >= self.max_keys {
+            return None;
+        }
+        books.unpinned += 1;
+        let told = self.insert(&mut books, key, &entry, now, false);
+        drop(books);
+        tell(told, &entry);
+        Some(entry.circuit.handle())
+    }
+
+    /// Inserts a new key (under the books, with room made); returns the key and the hooks to
+    /// tell about it once the books are released.
+    fn insert(
+        &self,
+        books: &mut Books,
+        key: K,
+        entry: &Arc<Entry<C>>,
+        now: Instant,
+        pin: bool,
+    ) -> Option<(K, Vec<NewKeyHook<K>>)> {
         let seq = books.next_seq;
         books.next_seq += 1;
         let tracked = Tracked {
@@ -338,8 +389,10 @@ where
             seq,
             pinned: pin,
         };
+        let hooks = lock(&self.hooks).clone();
+        let told = (!hooks.is_empty()).then(|| (key.clone(), hooks));
         write(&self.shard(&key).map).insert(key, tracked);
-        Ok(entry)
+        told
     }
 
     /// Pins an existing key (under the books).
@@ -357,11 +410,7 @@ where
     /// Before inserting one unpinned key: sweeps idle keys when due, then evicts until there is
     /// room for one more.
     fn make_room(&self, books: &mut Books, now: Instant) {
-        if let Some(timeout) = self.idle_timeout {
-            if now.saturating_duration_since(books.last_sweep) >= timeout / 2 {
-                self.sweep(books, now, timeout);
-            }
-        }
+        self.sweep_if_due(books, now);
         while books.unpinned >= self.max_keys {
             // The least recently used key with no call in flight, closed circuits first; ties
             // go to the oldest key.
@@ -390,6 +439,30 @@ where
             books.unpinned -= 1;
             self.evicted.fetch_add(1, Ordering::Relaxed);
             trace_debug!(%key, max_keys = self.max_keys, "keyed breaker evicted a key");
+        }
+    }
+
+    /// Every key and its handle, oldest first. The books (held by the caller) keep the set of
+    /// keys still while the shards are read one by one.
+    fn list(&self, _books: &Books) -> Vec<(K, Handle)> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let map = read(&shard.map);
+            all.extend(
+                map.iter()
+                    .map(|(k, t)| (t.seq, k.clone(), t.entry.circuit.handle())),
+            );
+        }
+        all.sort_unstable_by_key(|(seq, _, _)| *seq);
+        all.into_iter().map(|(_, k, h)| (k, h)).collect()
+    }
+
+    /// Sweeps idle keys if half the idle timeout has passed since the last sweep.
+    fn sweep_if_due(&self, books: &mut Books, now: Instant) {
+        if let Some(timeout) = self.idle_timeout {
+            if now.saturating_duration_since(books.last_sweep) >= timeout / 2 {
+                self.sweep(books, now, timeout);
+            }
         }
     }
 
@@ -450,18 +523,7 @@ where
     }
 
     fn handles(&self) -> Vec<(K, Handle)> {
-        // The books keep the set of keys still while the shards are read one by one.
-        let _books = lock(&self.books);
-        let mut all = Vec::new();
-        for shard in self.shards.iter() {
-            let map = read(&shard.map);
-            all.extend(
-                map.iter()
-                    .map(|(k, t)| (t.seq, k.clone(), t.entry.circuit.handle())),
-            );
-        }
-        all.sort_unstable_by_key(|(seq, _, _)| *seq);
-        all.into_iter().map(|(_, k, h)| (k, h)).collect()
+        self.list(&lock(&self.books))
     }
 
     fn len(&self) -> usize {
@@ -491,6 +553,31 @@ where
 
     fn idle_timeout(&self) -> Option<Duration> {
         self.idle_timeout
+    }
+
+    fn create_if_room(&self, key: K) -> Option<Handle> {
+        if let Some(handle) = Keys::handle(self, &key) {
+            return Some(handle);
+        }
+        self.add_if_room(key)
+    }
+
+    fn watch_new_keys(&self, hook: NewKeyHook<K>) -> Vec<(K, Handle)> {
+        // Under the books, no key is being inserted: every key is either listed here or, being
+        // inserted after, told to the hook.
+        let books = lock(&self.books);
+        lock(&self.hooks).push(hook);
+        self.list(&books)
+    }
+}
+
+/// Tells the hooks [`Registry::insert`] returned about the new key, with no lock held.
+fn tell<K, C>(told: Option<(K, Vec<NewKeyHook<K>>)>, entry: &Entry<C>) {
+    if let Some((key, hooks)) = told {
+        let handle = entry.circuit.handle();
+        for hook in hooks {
+            hook(&key, &handle);
+        }
     }
 }
 
@@ -567,6 +654,23 @@ impl<K> Breakers<K> {
     /// The `max_keys` bound.
     pub fn max_keys(&self) -> usize {
         self.inner.max_keys()
+    }
+
+    /// `key`'s circuit, made as a call would make it if it does not exist and the registry has
+    /// room without evicting a key (idle keys aside); `None` otherwise. For the fleet: a trip
+    /// elsewhere never pushes out a key in use here, so a flood of remote keys cannot grow the
+    /// registry past `max_keys` nor empty it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the fleet
+    pub(crate) fn create_if_room(&self, key: K) -> Option<Handle> {
+        self.inner.create_if_room(key)
+    }
+
+    /// Calls `hook` with every key built from now on (by a call, [`register`](Self::register)
+    /// or [`create_if_room`](Self::create_if_room)), and returns the keys that exist now, oldest
+    /// first: each key is in exactly one of the two. For the fleet, which shares every key.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the fleet
+    pub(crate) fn watch_new_keys(&self, hook: NewKeyHook<K>) -> Vec<(K, Handle)> {
+        self.inner.watch_new_keys(hook)
     }
 }
 

@@ -17,6 +17,7 @@
 //! | [`FailoverSettings`] | a [`Failover`](crate::failover::Failover), given the members |
 //! | [`RetrySettings`] | a [`RetryPolicy`](crate::retry::RetryPolicy) |
 //! | [`BudgetSettings`], [`ResendSettings`] | the retry budget and re-sends of the two above |
+//! | `FleetSettings` (feature `redis`) | a [`Fleet`](crate::fleet::Fleet) sharing circuits through Redis |
 //!
 //! What is code rather than data — classifiers, key functions, request copiers, shared
 //! budgets — is given to the builder each settings type returns.
@@ -126,6 +127,8 @@ mod capture;
 mod duration;
 mod error;
 mod failover;
+#[cfg(feature = "redis")]
+mod fleet;
 mod keyed;
 mod retry;
 
@@ -134,5 +137,8 @@ pub use budget::BudgetSettings;
 pub use bulkhead::BulkheadSettings;
 pub use error::{from_deserializer, SettingsError};
 pub use failover::{FailoverSettings, ResendSettings};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use fleet::FleetSettings;
 pub use keyed::KeyedSettings;
 pub use retry::RetrySettings;
