@@ -151,3 +151,107 @@ async fn a_probe_timeout_counts_from_the_call_not_from_poll_ready() {
     assert_ready_ok!(probe.poll());
     assert_eq!(handle.state(), State::Closed);
 }
+
+/// `<` → `<=` in the half-open free-permit check: a half-open circuit whose probe permits are
+/// all taken is not admitting (what `Failover` and health reports read).
+#[tokio::test(start_paused = true)]
+async fn a_half_open_circuit_with_every_permit_taken_is_not_admitting() {
+    let layer = CircuitBreakerLayer::builder()
+        .consecutive_failures(1)
+        .open_duration(Duration::from_secs(5))
+        .half_open_permits(1)
+        .success_threshold(1)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Answer);
+    let mut task = tokio_test::task::spawn(());
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+    assert!(svc.call(false).await.is_err());
+    assert!(!handle.is_admitting(), "open");
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(handle.is_admitting(), "half-open with a free permit");
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx))); // takes the only permit
+    assert_eq!(handle.state(), State::HalfOpen);
+    assert!(!handle.is_admitting(), "half-open, every permit taken");
+}
+
+/// `+` → `-` in `last_failure`: the instant reported is when the failure was recorded.
+#[tokio::test(start_paused = true)]
+async fn stats_report_when_the_last_failure_happened() {
+    let layer = CircuitBreakerLayer::builder()
+        .consecutive_failures(10)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Answer);
+    let mut task = tokio_test::task::spawn(());
+    assert_eq!(handle.stats().last_failure, None);
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let failed_at = tokio::time::Instant::now();
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+    assert!(svc.call(false).await.is_err());
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(handle.stats().last_failure, Some(failed_at));
+}
+
+/// `>` → `>=` in the window's rates: an empty window has no failure or slow-call rate (not
+/// NaN), before any call and after a close empties it.
+#[tokio::test(start_paused = true)]
+async fn an_empty_window_has_no_rates() {
+    let layer = CircuitBreakerLayer::builder()
+        .failure_rate(0.5)
+        .slow_calls(Duration::from_secs(1), 0.5)
+        .count_window(10)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let stats = handle.stats();
+    assert_eq!((stats.failure_rate, stats.slow_call_rate), (None, None));
+    let mut svc = layer.layer(Answer);
+    let mut task = tokio_test::task::spawn(());
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+    svc.call(true).await.unwrap();
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.failure_rate, stats.slow_call_rate),
+        (Some(0.0), Some(0.0))
+    );
+}
+
+/// The state's and the transition's text (`Display`, used in logs and reports), `is_open`, and
+/// a handle's `Debug` (which shows the circuit's name and state).
+#[tokio::test(start_paused = true)]
+async fn states_and_transitions_describe_themselves() {
+    let names = [
+        (State::Closed, "closed", false),
+        (State::Open, "open", true),
+        (State::HalfOpen, "half_open", false),
+        (State::ForcedOpen, "forced_open", true),
+        (State::Disabled, "disabled", false),
+    ];
+    for (state, name, open) in names {
+        assert_eq!(state.to_string(), state.as_str());
+        assert_eq!(state.to_string(), name);
+        assert_eq!(state.is_open(), open, "{state}");
+    }
+
+    let layer = CircuitBreakerLayer::builder()
+        .name("upstream")
+        .consecutive_failures(2)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    handle.force_open();
+    let transition = handle.stats().transitions.pop().unwrap();
+    assert_eq!(
+        transition.to_string(),
+        "closed -> forced_open (forced open)"
+    );
+    let debug = format!("{handle:?}");
+    assert!(
+        debug.contains("upstream") && debug.contains("ForcedOpen"),
+        "{debug}"
+    );
+}
