@@ -255,3 +255,25 @@ async fn states_and_transitions_describe_themselves() {
         "{debug}"
     );
 }
+
+/// `%` → `/` in the time window's bucket index: outcomes recorded in different buckets of the
+/// window all count (not only the latest bucket's).
+#[tokio::test(start_paused = true)]
+async fn a_time_window_counts_every_bucket_it_spans() {
+    let layer = CircuitBreakerLayer::builder()
+        .consecutive_failures(0)
+        .failure_rate(0.9)
+        .minimum_calls(100)
+        .time_window(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Answer);
+    let mut task = tokio_test::task::spawn(());
+    for ok in [true, false, false, true] {
+        assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+        let _ = svc.call(ok).await;
+        tokio::time::advance(Duration::from_secs(2)).await;
+    }
+    assert_eq!(handle.stats().failure_rate, Some(0.5));
+}
