@@ -277,3 +277,37 @@ async fn a_time_window_counts_every_bucket_it_spans() {
     }
     assert_eq!(handle.stats().failure_rate, Some(0.5));
 }
+
+/// `TimeWindow::clear` replaced with `()`: a circuit that closes starts with an empty time
+/// window, so the failures that tripped it do not count again.
+#[tokio::test(start_paused = true)]
+async fn a_closing_circuit_empties_its_time_window() {
+    let layer = CircuitBreakerLayer::builder()
+        .consecutive_failures(0)
+        .failure_rate(0.5)
+        .minimum_calls(2)
+        .time_window(Duration::from_secs(60))
+        .open_duration(Duration::from_secs(5))
+        .half_open_permits(1)
+        .success_threshold(1)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Answer);
+    let mut task = tokio_test::task::spawn(());
+    for _ in 0..2 {
+        assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+        let _ = svc.call(false).await;
+    }
+    assert_eq!(handle.state(), State::Open);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+    svc.call(true).await.unwrap();
+    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(handle.stats().failure_rate, None, "the window starts empty");
+    // A success after the close: the window holds it alone (with the old failures still
+    // counted the rate would be 2/3 and trip the circuit again).
+    assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+    svc.call(true).await.unwrap();
+    assert_eq!(handle.stats().failure_rate, Some(0.0));
+}
