@@ -3,7 +3,7 @@
 //! to completion, after a warm-up that lets one-time allocations (thread-local stripe index,
 //! lazily grown structures) happen.
 
-use std::future::{ready, Future, Ready};
+use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -11,56 +11,15 @@ use tower::Service;
 use tower_breaker::circuit_breaker::{Builder, CircuitBreakerLayer, Outcome};
 use tower_layer::Layer;
 
-/// The inner service's error: zero-sized, so boxing it (as the breaker does) allocates nothing,
-/// and any allocation counted is the breaker's own.
-#[derive(Debug)]
-struct Odd;
-
-impl std::fmt::Display for Odd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("odd")
-    }
-}
-
-impl std::error::Error for Odd {}
-
-/// A service that never allocates.
-#[derive(Clone)]
-struct Echo;
-
-impl Service<u64> for Echo {
-    type Response = u64;
-    type Error = Odd;
-    type Future = Ready<Result<u64, Odd>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: u64) -> Self::Future {
-        ready(if req % 7 == 3 { Err(Odd) } else { Ok(req) })
-    }
-}
-
-fn drive<S>(svc: &mut S, calls: u64) -> usize
-where
-    S: Service<u64>,
-{
-    let waker = futures::task::noop_waker();
-    let mut cx = Context::from_waker(&waker);
-    let info = allocation_counter::measure(|| {
-        for i in 0..calls {
-            assert!(svc.poll_ready(&mut cx).is_ready());
-            let mut future = std::pin::pin!(svc.call(i));
-            assert!(future.as_mut().poll(&mut cx).is_ready());
-        }
-    });
-    info.count_total as usize
-}
+#[path = "support/no_alloc.rs"]
+mod no_alloc;
+use no_alloc::{count_allocations, Echo, Odd};
 
 fn check(name: &str, builder: Builder) {
     let layer = builder.build().unwrap();
     let mut svc = layer.layer(Echo);
-    drive(&mut svc, 1_000); // warm-up
-    let allocations = drive(&mut svc, 10_000);
+    count_allocations(&mut svc, 1_000); // warm-up
+    let allocations = count_allocations(&mut svc, 10_000);
     assert_eq!(
         allocations, 0,
         "{name}: {allocations} allocations in 10 000 admitted calls"
@@ -110,8 +69,8 @@ fn admitted_calls_do_not_allocate() {
         .build()
         .unwrap();
     let mut svc = layer.layer(Echo);
-    drive(&mut svc, 1_000);
-    assert_eq!(drive(&mut svc, 10_000), 0, "closure classifier");
+    count_allocations(&mut svc, 1_000);
+    assert_eq!(count_allocations(&mut svc, 10_000), 0, "closure classifier");
 }
 
 #[test]
@@ -144,8 +103,8 @@ fn stacked_breaker_and_bulkhead_admitted_calls_do_not_allocate() {
     ] {
         let breaker = breaker.build().unwrap();
         let mut svc = breaker.layer(bulkhead().layer(Echo));
-        drive(&mut svc, 1_000);
-        let allocations = drive(&mut svc, 10_000);
+        count_allocations(&mut svc, 1_000);
+        let allocations = count_allocations(&mut svc, 10_000);
         assert_eq!(
             allocations, 0,
             "{name}: {allocations} allocations in 10 000 admitted calls"
@@ -196,7 +155,7 @@ fn a_clone_allocates_its_own_owner_only_at_its_second_call() {
     let layer = CircuitBreakerLayer::new();
     let prototype = layer.layer(Echo);
     let mut warm = prototype.clone();
-    drive(&mut warm, 1_000); // one-time allocations (thread-local stripe index)
+    count_allocations(&mut warm, 1_000); // one-time allocations (thread-local stripe index)
 
     let waker = futures::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
@@ -211,9 +170,13 @@ fn a_clone_allocates_its_own_owner_only_at_its_second_call() {
     assert_eq!(one_call_per_clone.count_total, 0, "one call per clone");
 
     let mut svc = prototype.clone();
-    assert_eq!(drive(&mut svc, 1), 0, "first call");
-    assert_eq!(drive(&mut svc, 1), 1, "second call: the clone's own owner");
-    assert_eq!(drive(&mut svc, 1_000), 0, "every later call");
+    assert_eq!(count_allocations(&mut svc, 1), 0, "first call");
+    assert_eq!(
+        count_allocations(&mut svc, 1),
+        1,
+        "second call: the clone's own owner"
+    );
+    assert_eq!(count_allocations(&mut svc, 1_000), 0, "every later call");
 }
 
 /// Keyed breakers: a call on an existing key allocates nothing, whether the service clone has
@@ -233,8 +196,8 @@ fn keyed_calls_on_existing_keys_do_not_allocate() {
     for (name, key_fn) in [("one key", one_key), ("eight keys", eight_keys)] {
         let layer = KeyedLayer::builder(key_fn).build().unwrap();
         let mut svc = layer.layer(Echo);
-        drive(&mut svc, 1_000); // builds the keys (and this thread's owners of their circuits)
-        let allocations = drive(&mut svc, 10_000);
+        count_allocations(&mut svc, 1_000); // builds the keys (and this thread's owners of their circuits)
+        let allocations = count_allocations(&mut svc, 10_000);
         assert_eq!(allocations, 0, "keyed, {name}: {allocations} allocations");
 
         let prototype = layer.layer(Echo);
@@ -262,8 +225,8 @@ fn keyed_calls_on_existing_keys_do_not_allocate() {
             .build()
             .unwrap();
         let mut svc = layer.layer(Echo);
-        drive(&mut svc, 1_000);
-        let allocations = drive(&mut svc, 10_000);
+        count_allocations(&mut svc, 1_000);
+        let allocations = count_allocations(&mut svc, 10_000);
         assert_eq!(
             allocations, 0,
             "keyed + bulkhead, {name}: {allocations} allocations"
@@ -297,7 +260,7 @@ fn end_of_stream_bodies_do_not_allocate() {
             .unwrap();
         let handle = layer.handle();
         let mut svc = layer.layer(tower::service_fn(|res: http::Response<Full<Bytes>>| {
-            ready(Ok::<_, Odd>(res))
+            std::future::ready(Ok::<_, Odd>(res))
         }));
         let response = || {
             let body = Full::new(Bytes::from_static(b"data: {\"t\":1}\n\ndata: [DONE]\n\n"));

@@ -5,58 +5,18 @@
 //! poll to completion, after a warm-up); the fleet's task runs on another thread meanwhile,
 //! connected to a `redis-server` started here, or failing to reach an unused port.
 
-use std::future::{ready, Future, Ready};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tower::Service;
 use tower_breaker::circuit_breaker::{CircuitBreakerLayer, State};
 use tower_breaker::fleet::Fleet;
 use tower_breaker::keyed::KeyedLayer;
 use tower_layer::Layer;
 
-/// The inner service's error: zero-sized, so boxing it allocates nothing.
-#[derive(Debug)]
-struct Odd;
-
-impl std::fmt::Display for Odd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("odd")
-    }
-}
-
-impl std::error::Error for Odd {}
-
-/// A service that never allocates; fails 1 call in 7, never twice in a row (nothing trips).
-#[derive(Clone)]
-struct Echo;
-
-impl Service<u64> for Echo {
-    type Response = u64;
-    type Error = Odd;
-    type Future = Ready<Result<u64, Odd>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: u64) -> Self::Future {
-        ready(if req % 7 == 3 { Err(Odd) } else { Ok(req) })
-    }
-}
-
-fn drive<S: Service<u64>>(svc: &mut S, calls: u64) -> usize {
-    let waker = futures::task::noop_waker();
-    let mut cx = Context::from_waker(&waker);
-    let info = allocation_counter::measure(|| {
-        for i in 0..calls {
-            assert!(svc.poll_ready(&mut cx).is_ready());
-            let mut future = std::pin::pin!(svc.call(i));
-            assert!(future.as_mut().poll(&mut cx).is_ready());
-        }
-    });
-    info.count_total as usize
-}
+#[path = "support/no_alloc.rs"]
+mod no_alloc;
+use no_alloc::{count_allocations, Echo};
 
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -88,8 +48,8 @@ fn check(rt: &tokio::runtime::Runtime, url: &str, connect: bool) {
         .unwrap();
     fleet.share(&layer.handle());
     let mut svc = layer.layer(Echo);
-    drive(&mut svc, 1_000); // warm-up
-    let allocations = drive(&mut svc, 10_000);
+    count_allocations(&mut svc, 1_000); // warm-up
+    let allocations = count_allocations(&mut svc, 10_000);
     assert_eq!(
         allocations, 0,
         "{allocations} allocations in 10 000 admitted calls"
@@ -99,8 +59,8 @@ fn check(rt: &tokio::runtime::Runtime, url: &str, connect: bool) {
     let keyed = KeyedLayer::builder(|r: &u64| r % 4).build().unwrap();
     fleet.share_keyed("alloc", &keyed.breakers());
     let mut svc = keyed.layer(Echo);
-    drive(&mut svc, 1_000); // warm-up: builds the four keys (and shares them)
-    let allocations = drive(&mut svc, 10_000);
+    count_allocations(&mut svc, 1_000); // warm-up: builds the four keys (and shares them)
+    let allocations = count_allocations(&mut svc, 10_000);
     assert_eq!(
         allocations, 0,
         "keyed: {allocations} allocations in 10 000 admitted calls"
