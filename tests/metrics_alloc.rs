@@ -29,6 +29,13 @@ fn snapshotter() -> &'static Snapshotter {
     })
 }
 
+/// The debugging recorder's snapshots drain its counters, and the recorder is global: the tests
+/// of this binary take turns so that one's snapshot never swallows the other's counts.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The value of the calls counter with `outcome` among the series labelled `label`.
 fn calls(snapshotter: &Snapshotter, label: (&str, &str), outcome: &str) -> u64 {
     snapshotter
@@ -59,6 +66,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn registered_breaker_and_bulkhead_admitted_calls_do_not_allocate() {
+    let _turn = one_at_a_time();
     let snapshotter = snapshotter();
     let rt = runtime();
     let _guard = rt.enter();
@@ -98,6 +106,7 @@ fn registered_breaker_and_bulkhead_admitted_calls_do_not_allocate() {
 
 #[test]
 fn registered_keyed_breaker_admitted_calls_on_known_keys_do_not_allocate() {
+    let _turn = one_at_a_time();
     let snapshotter = snapshotter();
     let rt = runtime();
     let _guard = rt.enter();
